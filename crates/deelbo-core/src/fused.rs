@@ -1,0 +1,1 @@
+//! Placeholder: the fused step lands with issue 4.

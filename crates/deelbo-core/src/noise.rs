@@ -1,0 +1,365 @@
+//! Counter-based Gaussian noise: Philox4x32-10 keyed by `(seed, stream)` and counted by element
+//! index, turned into standard normals by a fixed Box–Muller transform.
+//!
+//! # The mapping (frozen; the CUDA kernels implement the same one)
+//!
+//! For a [`NoiseKey`] `{ seed, stream }` and an element index `i`:
+//!
+//! 1. Philox key = [`rand_philox::splitmix64`]`(seed)` split into `[low 32 bits, high 32 bits]`.
+//! 2. Block `j = i / 4`; the 128-bit counter is `(stream << 64) | j`, i.e. counter words
+//!    `[j_lo, j_hi, stream_lo, stream_hi]`. [`rand_philox::philox4x32_10`] gives four words
+//!    `w0..w3`.
+//! 3. Elements `4j, 4j+1` come from the pair `(w0, w1)`, elements `4j+2, 4j+3` from `(w2, w3)`,
+//!    each pair through [`box_muller`]: `(r cos θ, r sin θ)`.
+//!
+//! Element `i`'s value depends on `(seed, stream, i)` alone, never on chunking, thread count or
+//! device, so a GPU kernel that regenerates `eps_i` in its backward pass gets the same bits.
+//!
+//! The transform uses only operations IEEE 754 rounds exactly (`+ - * /`, `sqrt`, integer/bit
+//! operations and exact int-to-float conversions), evaluated in a fixed order with no fused
+//! multiply-add, and its own polynomials for `ln` and `sin`/`cos` (library versions differ by ulps
+//! across platforms). The polynomial coefficients are the `f32` bit patterns in
+//! [`TRANSFORM_CONSTANTS`], which GPU code generators should emit verbatim.
+//!
+//! Accuracy: `|ln|` and `sin/cos` errors are a few f32 ulps; the radius uses a 23-bit uniform, so
+//! `|eps| <= sqrt(-2 ln 2^-24) ≈ 5.77` (the tail beyond 5.77 sd, probability 8e-9, is cut).
+
+use rand_philox::{Philox, philox4x32_10, splitmix64};
+
+/// Where a noise stream comes from: a user seed and a stream index (e.g. one per training step
+/// and parameter block, see [`NoiseKey::for_block_step`]). Same key + same index → same `eps`,
+/// bit for bit, on every platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NoiseKey {
+    /// The user seed; mixed by SplitMix64 into the Philox key.
+    pub seed: u64,
+    /// The stream index; the high 64 bits of the Philox counter.
+    pub stream: u64,
+}
+
+impl NoiseKey {
+    /// A key from a seed and a stream index.
+    pub const fn new(seed: u64, stream: u64) -> Self {
+        Self { seed, stream }
+    }
+
+    /// The key for parameter block `block` at training step `step`:
+    /// `stream = (block << 32) | step`. Distinct `(block, step)` pairs never share noise.
+    pub const fn for_block_step(seed: u64, block: u32, step: u32) -> Self {
+        Self {
+            seed,
+            stream: ((block as u64) << 32) | step as u64,
+        }
+    }
+
+    /// The two Philox key words: SplitMix64(seed) as `[low, high]`.
+    pub fn philox_key(&self) -> [u32; 2] {
+        let k = splitmix64(self.seed);
+        [k as u32, (k >> 32) as u32]
+    }
+
+    /// The four Philox counter words for block `j` (elements `4j .. 4j+3`):
+    /// `[j_lo, j_hi, stream_lo, stream_hi]`.
+    pub fn counter_words(&self, block: u64) -> [u32; 4] {
+        [
+            block as u32,
+            (block >> 32) as u32,
+            self.stream as u32,
+            (self.stream >> 32) as u32,
+        ]
+    }
+
+    /// The four raw Philox words of block `j`.
+    pub fn block_words(&self, block: u64) -> [u32; 4] {
+        philox4x32_10(self.counter_words(block), self.philox_key())
+    }
+}
+
+/// `f32` bit patterns of every constant the normal transform uses, by name. GPU code generators
+/// emit these verbatim (e.g. `__int_as_float(0x3fc90fdb)`) so both sides use identical values.
+pub const TRANSFORM_CONSTANTS: [(&str, u32); 20] = [
+    ("TWO_POW_M23", 0x3400_0000),
+    ("SQRT2", 0x3fb5_04f3),
+    ("LN2_HI", 0x3f31_7180),
+    ("LN2_LO", 0x3717_f7d1),
+    ("L3", 0x3f2a_aaab),
+    ("L5", 0x3ecc_cccd),
+    ("L7", 0x3e92_4925),
+    ("L9", 0x3e63_8e39),
+    ("L11", 0x3e3a_2e8c),
+    ("L13", 0x3e1d_89d9),
+    ("S1", 0x3fc9_0fdb),
+    ("S3", 0xbf25_5de7),
+    ("S5", 0x3da3_35e3),
+    ("S7", 0xbb99_6966),
+    ("S9", 0x3928_3c1a),
+    ("C2", 0xbf9d_e9e6),
+    ("C4", 0x3e81_e0f8),
+    ("C6", 0xbcaa_e9e4),
+    ("C8", 0x3a70_fa83),
+    ("C10", 0xb7d3_68f9),
+];
+
+const fn constant(i: usize) -> f32 {
+    f32::from_bits(TRANSFORM_CONSTANTS[i].1)
+}
+
+const TWO_POW_M23: f32 = constant(0);
+const SQRT2: f32 = constant(1);
+const LN2_HI: f32 = constant(2);
+const LN2_LO: f32 = constant(3);
+const L3: f32 = constant(4);
+const L5: f32 = constant(5);
+const L7: f32 = constant(6);
+const L9: f32 = constant(7);
+const L11: f32 = constant(8);
+const L13: f32 = constant(9);
+const S1: f32 = constant(10);
+const S3: f32 = constant(11);
+const S5: f32 = constant(12);
+const S7: f32 = constant(13);
+const S9: f32 = constant(14);
+const C2: f32 = constant(15);
+const C4: f32 = constant(16);
+const C6: f32 = constant(17);
+const C8: f32 = constant(18);
+const C10: f32 = constant(19);
+
+/// Natural log of `x` for normal positive `f32` (here `x` in `[2^-24, 1)`), from exact operations
+/// only: `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, `f = (m - 1)/(m + 1)`,
+/// `ln m = 2 atanh f = 2f + f s (2/3 + 2/5 s + ... + 2/13 s^5)` with `s = f^2`,
+/// `ln x = e ln2_hi + (e ln2_lo + ln m)`. Error below 2 ulp on the range used.
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    if m > SQRT2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let f = (m - 1.0) / (m + 1.0);
+    let s = f * f;
+    let p = L3 + s * (L5 + s * (L7 + s * (L9 + s * (L11 + s * L13))));
+    let ln_m = f + f + (f * s) * p;
+    let ef = e as f32;
+    ef * LN2_HI + (ef * LN2_LO + ln_m)
+}
+
+/// `(sin(2 pi t), cos(2 pi t))` for the angle `t` (in turns) encoded as quadrant `q` in `0..4` and
+/// fraction `f` in `(0, 1)` of that quadrant: `t = (q + f)/4`. The fraction is folded to
+/// `g = min(f, 1 - f)` in `[0, 1/2]` and `sin(pi g/2)`, `cos(pi g/2)` are degree-9/10 Taylor
+/// polynomials in `g` (truncation error < 2e-9).
+#[inline(always)]
+pub fn sincos_quadrant_f32(q: u32, f: f32) -> (f32, f32) {
+    let fold = f > 0.5;
+    let g = if fold { 1.0 - f } else { f };
+    let t = g * g;
+    let sin_g = g * (S1 + t * (S3 + t * (S5 + t * (S7 + t * S9))));
+    let cos_g = 1.0 + t * (C2 + t * (C4 + t * (C6 + t * (C8 + t * C10))));
+    let (s, c) = if fold { (cos_g, sin_g) } else { (sin_g, cos_g) };
+    match q & 3 {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    }
+}
+
+/// Box–Muller on two Philox words: `u = ((a >> 9) + 1/2) 2^-23` in `(0, 1)`,
+/// `r = sqrt(-2 ln u)`, angle `theta = 2 pi (q + f)/4` with quadrant `q = b >> 30` and
+/// `f = (((b >> 7) & (2^23 - 1)) + 1/2) 2^-23`. Returns `(r cos theta, r sin theta)`, two
+/// independent standard normals.
+#[inline(always)]
+pub fn box_muller(a: u32, b: u32) -> (f32, f32) {
+    let u = ((a >> 9) as f32 + 0.5) * TWO_POW_M23;
+    let r = (-2.0 * ln_f32(u)).sqrt();
+    let f = (((b >> 7) & 0x007f_ffff) as f32 + 0.5) * TWO_POW_M23;
+    let (s, c) = sincos_quadrant_f32(b >> 30, f);
+    (r * c, r * s)
+}
+
+/// The four normals of one Philox block: `box_muller(w0, w1)` then `box_muller(w2, w3)`.
+#[inline(always)]
+pub fn normals_from_words(w: [u32; 4]) -> [f32; 4] {
+    let (z0, z1) = box_muller(w[0], w[1]);
+    let (z2, z3) = box_muller(w[2], w[3]);
+    [z0, z1, z2, z3]
+}
+
+/// `eps_i`, the standard normal for element `index` of the stream `key`.
+pub fn normal_at(key: NoiseKey, index: u64) -> f32 {
+    normals_from_words(key.block_words(index / 4))[(index % 4) as usize]
+}
+
+/// Words generated per refill in [`fill_normals`] (a multiple of 4).
+const WORDS_PER_CHUNK: usize = 1024;
+
+/// Write `eps_{first + k}` into `out[k]` for every `k`: the same values as [`normal_at`], computed
+/// a chunk of Philox blocks at a time (vectorized by `rand_philox`).
+pub fn fill_normals(key: NoiseKey, first: u64, out: &mut [f32]) {
+    // Head: indices up to the next multiple of 4.
+    let head = ((4 - first % 4) % 4).min(out.len() as u64) as usize;
+    let (head_out, body) = out.split_at_mut(head);
+    for (k, o) in head_out.iter_mut().enumerate() {
+        *o = normal_at(key, first + k as u64);
+    }
+    let start_block = (first + head as u64) / 4;
+    let counter = (u128::from(key.stream) << 64) | u128::from(start_block);
+    let mut rng = Philox::new(key.philox_key(), counter);
+    let mut words = [0u32; WORDS_PER_CHUNK];
+    for chunk in body.chunks_mut(WORDS_PER_CHUNK) {
+        let n_words = chunk.len().div_ceil(4) * 4;
+        let words = &mut words[..n_words];
+        rng.fill_u32(words);
+        for (o, w) in chunk.chunks_mut(4).zip(words.chunks_exact(4)) {
+            let z = normals_from_words([w[0], w[1], w[2], w[3]]);
+            o.copy_from_slice(&z[..o.len()]);
+        }
+    }
+}
+
+/// A uniform on the open interval `(0, 1)` for element `index`: word `index % 4` of block
+/// `index / 4`, mapped by [`rand_philox::u32_to_unit_f64`] (`(w + 1/2) 2^-32`, exact).
+pub fn uniform_at(key: NoiseKey, index: u64) -> f64 {
+    rand_philox::u32_to_unit_f64(key.block_words(index / 4)[(index % 4) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random123_known_answers() {
+        // The three published Philox4x32-10 known-answer vectors (Random123 kat_vectors).
+        assert_eq!(
+            philox4x32_10([0; 4], [0; 2]),
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
+        );
+        assert_eq!(
+            philox4x32_10([0xffff_ffff; 4], [0xffff_ffff; 2]),
+            [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]
+        );
+        assert_eq!(
+            philox4x32_10(
+                [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
+                [0xa409_3822, 0x299f_31d0]
+            ),
+            [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
+        );
+    }
+
+    #[test]
+    fn key_and_counter_layout_matches_the_documented_mapping() {
+        let key = NoiseKey::new(7, 0x0123_4567_89ab_cdef);
+        let k = splitmix64(7);
+        assert_eq!(key.philox_key(), [k as u32, (k >> 32) as u32]);
+        assert_eq!(
+            key.counter_words(0x1_0000_0002),
+            [2, 1, 0x89ab_cdef, 0x0123_4567]
+        );
+        // rand_philox's own stream over the same (key, counter) gives the same words.
+        let mut rng = Philox::new(key.philox_key(), (u128::from(key.stream) << 64) | 5);
+        let w: Vec<u32> = (0..4).map(|_| rng.next_u32()).collect();
+        assert_eq!(w, key.block_words(5).to_vec());
+    }
+
+    #[test]
+    fn ln_matches_std_to_a_few_ulp() {
+        let mut worst = 0.0f64;
+        for k in 0..200_000u32 {
+            let x = ((k * 41 + 7) % (1 << 23)) as f32 * TWO_POW_M23 + 0.5 * TWO_POW_M23;
+            let ours = f64::from(ln_f32(x));
+            let exact = f64::from(x).ln();
+            let ulp = f64::from(f32::EPSILON) * exact.abs().max(1e-30);
+            worst = worst.max((ours - exact).abs() / ulp);
+        }
+        // Also the tiny end of the range.
+        for e in 1..=24 {
+            let x = (2.0f32).powi(-e);
+            let err = (f64::from(ln_f32(x)) - f64::from(x).ln()).abs();
+            assert!(err < 1e-5, "ln(2^-{e}) off by {err}");
+        }
+        assert!(worst < 4.0, "ln_f32 worst error {worst} ulp");
+    }
+
+    #[test]
+    fn sincos_matches_std() {
+        let mut worst = 0.0f64;
+        for q in 0..4u32 {
+            for k in 0..50_000u32 {
+                let f = (k as f32 + 0.5) / 50_000.0;
+                let (s, c) = sincos_quadrant_f32(q, f);
+                let angle = std::f64::consts::FRAC_PI_2 * (f64::from(q) + f64::from(f));
+                worst = worst
+                    .max((f64::from(s) - angle.sin()).abs())
+                    .max((f64::from(c) - angle.cos()).abs());
+            }
+        }
+        assert!(worst < 3e-7, "sincos worst abs error {worst}");
+    }
+
+    #[test]
+    fn fill_agrees_with_pointwise_for_any_offset_and_length() {
+        let key = NoiseKey::new(42, 3);
+        for first in [0u64, 1, 2, 3, 5, 1021, 4096 + 3] {
+            for len in [0usize, 1, 3, 4, 7, 1023, 1024, 1025, 3000] {
+                let mut out = vec![0.0f32; len];
+                fill_normals(key, first, &mut out);
+                for (k, &v) in out.iter().enumerate() {
+                    assert_eq!(v.to_bits(), normal_at(key, first + k as u64).to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn normals_have_unit_moments() {
+        let n = 1 << 20;
+        let mut out = vec![0.0f32; n];
+        fill_normals(NoiseKey::new(1, 0), 0, &mut out);
+        let mean = out.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+        let var = out.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n as f64;
+        let kurt = out.iter().map(|&v| f64::from(v).powi(4)).sum::<f64>() / n as f64;
+        let tail = out.iter().filter(|v| v.abs() > 1.96).count() as f64 / n as f64;
+        // Standard errors: mean 1e-3, var 1.4e-3, fourth moment 9e-3, tail 2e-4.
+        assert!(mean.abs() < 5e-3, "mean {mean}");
+        assert!((var - 1.0).abs() < 7e-3, "var {var}");
+        assert!((kurt - 3.0).abs() < 0.05, "E[z^4] {kurt}");
+        assert!((tail - 0.05).abs() < 1.5e-3, "P(|z| > 1.96) = {tail}");
+        // Neighbouring elements (same Box-Muller pair and across pairs) are uncorrelated.
+        for lag in [1usize, 2, 4] {
+            let c = out
+                .iter()
+                .zip(&out[lag..])
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum::<f64>()
+                / (n - lag) as f64;
+            assert!(c.abs() < 5e-3, "lag-{lag} correlation {c}");
+        }
+    }
+
+    #[test]
+    fn streams_and_seeds_differ() {
+        let a = normal_at(NoiseKey::new(1, 0), 10);
+        let b = normal_at(NoiseKey::new(1, 1), 10);
+        let c = normal_at(NoiseKey::new(2, 0), 10);
+        assert!(a != b && a != c && b != c);
+        assert_ne!(
+            NoiseKey::for_block_step(1, 1, 0),
+            NoiseKey::for_block_step(1, 0, 1)
+        );
+    }
+
+    #[test]
+    fn uniforms_are_open_and_spread() {
+        let key = NoiseKey::new(9, 0);
+        let n = 100_000;
+        let mean = (0..n).map(|i| uniform_at(key, i)).sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 5e-3);
+        assert!((0..n).all(|i| {
+            let u = uniform_at(key, i);
+            u > 0.0 && u < 1.0
+        }));
+    }
+}

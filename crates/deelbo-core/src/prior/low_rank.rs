@@ -1,0 +1,305 @@
+//! The low-rank-plus-diagonal prior `N(mu, v Sigma_p)` with `Sigma_p = A + U U^T`, `A` diagonal
+//! (`D` entries `a_j > 0`) and `U` a `D x K` factor (`K` small, e.g. 5), as used for priors
+//! learned from a source task.
+//!
+//! Every quantity costs `O(D K^2)` through a `K x K` core `C = I_K + U^T A^-1 U = L L^T`:
+//!
+//! - Woodbury: `Sigma_p^-1 = A^-1 - B C^-1 B^T` with `B = A^-1 U`;
+//! - determinant lemma: `ln det Sigma_p = sum_j ln a_j + ln det C = sum_j ln a_j + 2 sum_k ln L_kk`;
+//! - `(Sigma_p^-1)_jj = 1/a_j - ||L^-1 b_j||^2` (`b_j` the j-th row of `B`), so
+//!   `tr(Sigma_p^-1) = sum_j (Sigma_p^-1)_jj`;
+//! - `x^T Sigma_p^-1 x = sum_j x_j^2/a_j - ||L^-1 B^T x||^2`.
+//!
+//! Then `v* = (x^T Sigma_p^-1 x + tr(Sigma_p^-1 S))/D` with `x = m - mu`, and
+//! `KL* = 1/2 [ D ln v* + ln det Sigma_p - sum_j ln sigma_j^2 ]` ([`KlTerms`]).
+
+use ndarray::{Array1, Array2, ArrayView2};
+
+use super::{KlTerms, check_finite};
+use crate::error::{CoreError, Result, ensure_len, ensure_positive};
+use crate::tensor::{CompensatedSum, Real, deterministic_sum};
+
+/// The posterior scale as the low-rank prior needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum LowRankScale<'a> {
+    /// `S = sigma^2 I`.
+    Isotropic {
+        /// The shared standard deviation.
+        sigma: f64,
+    },
+    /// `S = diag(sigma_j^2)`, given as the `D` variances `sigma_j^2`.
+    Diagonal {
+        /// The per-weight variances `sigma_j^2`.
+        variances: &'a [f64],
+    },
+}
+
+/// `Sigma_p = A + U U^T`, factored once at construction.
+#[derive(Debug, Clone)]
+pub struct LowRankPrior {
+    diag: Array1<f64>,
+    /// `B = A^-1 U`, `D x K`.
+    b: Array2<f64>,
+    /// Lower Cholesky factor of the `K x K` core `C = I + U^T A^-1 U`.
+    core_chol: Array2<f64>,
+    log_det: f64,
+    /// `(Sigma_p^-1)_jj` for every `j`.
+    precision_diag: Array1<f64>,
+    trace_inverse: f64,
+}
+
+impl LowRankPrior {
+    /// Factor `Sigma_p = diag(diag) + factor factor^T`. Errors: empty or mismatched shapes,
+    /// non-positive or non-finite `a_j`, non-finite `U`.
+    pub fn new(diag: Array1<f64>, factor: ArrayView2<'_, f64>) -> Result<Self> {
+        let d = diag.len();
+        if d == 0 {
+            return Err(CoreError::NoParameters {
+                what: "the low-rank prior".to_string(),
+            });
+        }
+        ensure_len("rows of the low-rank factor U", d, factor.nrows())?;
+        for (j, &a) in diag.iter().enumerate() {
+            ensure_positive(&format!("prior diagonal a[{j}]"), a)?;
+        }
+        if let Some((i, &v)) = factor.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::NonFinite {
+                name: "low-rank factor U".to_string(),
+                index: i,
+                value: v,
+            });
+        }
+        let k = factor.ncols();
+        let mut b = factor.to_owned();
+        for (mut row, &a) in b.rows_mut().into_iter().zip(diag.iter()) {
+            row.mapv_inplace(|u| u / a);
+        }
+        // C = I + U^T A^-1 U = I + U^T B, accumulated per entry.
+        let mut core = Array2::<f64>::eye(k);
+        for p in 0..k {
+            for q in 0..=p {
+                let s = deterministic_sum((0..d).map(|j| factor[[j, p]] * b[[j, q]]));
+                core[[p, q]] += s;
+                if p != q {
+                    core[[q, p]] += s;
+                }
+            }
+        }
+        let core_chol = cholesky(&core, "the low-rank core I + U^T A^-1 U")?;
+        let log_det = deterministic_sum(diag.iter().map(|a| a.ln()))
+            + 2.0 * core_chol.diag().iter().map(|l| l.ln()).sum::<f64>();
+        let mut precision_diag = Array1::zeros(d);
+        let mut work = vec![0.0; k];
+        for j in 0..d {
+            work.iter_mut().zip(b.row(j)).for_each(|(w, &bj)| *w = bj);
+            forward_substitute(&core_chol, &mut work);
+            precision_diag[j] = 1.0 / diag[j] - work.iter().map(|w| w * w).sum::<f64>();
+        }
+        let trace_inverse = deterministic_sum(precision_diag.iter().copied());
+        Ok(Self {
+            diag,
+            b,
+            core_chol,
+            log_det,
+            precision_diag,
+            trace_inverse,
+        })
+    }
+
+    /// `D`.
+    pub fn len(&self) -> usize {
+        self.diag.len()
+    }
+
+    /// `true` if `D = 0` (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.diag.is_empty()
+    }
+
+    /// `K`, the rank of `U`.
+    pub fn rank(&self) -> usize {
+        self.core_chol.nrows()
+    }
+
+    /// `ln det Sigma_p` (matrix-determinant lemma).
+    pub fn log_det(&self) -> f64 {
+        self.log_det
+    }
+
+    /// `tr(Sigma_p^-1)`.
+    pub fn trace_inverse(&self) -> f64 {
+        self.trace_inverse
+    }
+
+    /// `(Sigma_p^-1)_jj`.
+    pub fn precision_diagonal(&self) -> &Array1<f64> {
+        &self.precision_diag
+    }
+
+    /// `B^T x` (length `K`), then `L^-1 B^T x`.
+    fn whitened_projection(&self, x: &[f64]) -> Vec<f64> {
+        let k = self.rank();
+        let mut proj: Vec<f64> = (0..k)
+            .map(|p| deterministic_sum(x.iter().zip(self.b.column(p)).map(|(x, b)| x * b)))
+            .collect();
+        forward_substitute(&self.core_chol, &mut proj);
+        proj
+    }
+
+    /// `x^T Sigma_p^-1 x = sum_j x_j^2/a_j - ||L^-1 B^T x||^2`.
+    pub fn mahalanobis(&self, x: &[f64]) -> Result<f64> {
+        ensure_len("vector", self.len(), x.len())?;
+        let first = deterministic_sum(x.iter().zip(&self.diag).map(|(x, a)| x * x / a));
+        let w = self.whitened_projection(x);
+        Ok(first - w.iter().map(|v| v * v).sum::<f64>())
+    }
+
+    /// `Sigma_p^-1 x = A^-1 x - B C^-1 B^T x`.
+    pub fn precision_times(&self, x: &[f64]) -> Result<Vec<f64>> {
+        ensure_len("vector", self.len(), x.len())?;
+        let mut y = self.whitened_projection(x);
+        backward_substitute(&self.core_chol, &mut y); // y = C^-1 B^T x
+        Ok(x.iter()
+            .zip(&self.diag)
+            .zip(self.b.rows())
+            .map(|((x, a), b)| x / a - b.iter().zip(&y).map(|(b, y)| b * y).sum::<f64>())
+            .collect())
+    }
+
+    /// `m - mu` in `f64`, after checking both for NaN/Inf and for length.
+    fn difference<T: Real>(&self, mean: &[T], prior_mean: &[T]) -> Result<Vec<f64>> {
+        ensure_len("variational mean", self.len(), mean.len())?;
+        ensure_len("prior mean", self.len(), prior_mean.len())?;
+        check_finite("variational mean", mean)?;
+        check_finite("prior mean", prior_mean)?;
+        Ok(mean
+            .iter()
+            .zip(prior_mean)
+            .map(|(m, mu)| m.as_f64() - mu.as_f64())
+            .collect())
+    }
+
+    /// The [`KlTerms`] of `q = N(m, S)` against `N(mu, v Sigma_p)`: `Q = (m - mu)^T Sigma_p^-1
+    /// (m - mu)`, `T = tr(Sigma_p^-1 S)` (`sigma^2 tr(Sigma_p^-1)` or `sum_j (Sigma_p^-1)_jj
+    /// sigma_j^2`), `ln det Sigma_p`, `sum_j ln sigma_j^2`.
+    pub fn kl_terms<T: Real>(
+        &self,
+        mean: &[T],
+        prior_mean: &[T],
+        scale: LowRankScale<'_>,
+    ) -> Result<KlTerms> {
+        let diff = self.difference(mean, prior_mean)?;
+        let quadratic = self.mahalanobis(&diff)?;
+        let d = self.len() as f64;
+        let (trace, sum_ln_sigma2, isotropic_sigma2) = match scale {
+            LowRankScale::Isotropic { sigma } => {
+                let s = ensure_positive("sigma", sigma)?;
+                (s * s * self.trace_inverse, d * (s * s).ln(), Some(s * s))
+            }
+            LowRankScale::Diagonal { variances } => {
+                ensure_len("posterior variances", self.len(), variances.len())?;
+                let mut tr = CompensatedSum::default();
+                let mut ln = CompensatedSum::default();
+                for (j, (&s2, &p)) in variances.iter().zip(&self.precision_diag).enumerate() {
+                    ensure_positive(&format!("sigma_{j}^2"), s2)?;
+                    tr.add(p * s2);
+                    ln.add(s2.ln());
+                }
+                (tr.value(), ln.value(), None)
+            }
+        };
+        Ok(KlTerms {
+            len: self.len(),
+            quadratic,
+            trace,
+            log_det_prior: self.log_det,
+            sum_ln_sigma2,
+            isotropic_sigma2,
+        })
+    }
+
+    /// `dKL/dm = Sigma_p^-1 (m - mu)/v` (at `v = v*` also `dKL*/dm`, by the envelope theorem).
+    pub fn kl_grad_mean<T: Real>(&self, mean: &[T], prior_mean: &[T], v: f64) -> Result<Vec<f64>> {
+        let v = ensure_positive("prior variance", v)?;
+        let diff = self.difference(mean, prior_mean)?;
+        Ok(self
+            .precision_times(&diff)?
+            .into_iter()
+            .map(|g| g / v)
+            .collect())
+    }
+
+    /// `ln N(w; mu, v Sigma_p) = -1/2 [ D ln(2 pi v) + ln det Sigma_p + (w - mu)^T Sigma_p^-1
+    /// (w - mu)/v ]` in nats.
+    pub fn log_density<T: Real>(&self, w: &[T], mu: &[T], v: f64) -> Result<f64> {
+        let v = ensure_positive("prior variance", v)?;
+        let diff = self.difference(w, mu)?;
+        let q = self.mahalanobis(&diff)?;
+        let d = self.len() as f64;
+        Ok(-0.5 * (d * (2.0 * std::f64::consts::PI * v).ln() + self.log_det + q / v))
+    }
+}
+
+/// Lower Cholesky factor of a small symmetric positive definite matrix.
+fn cholesky(a: &Array2<f64>, name: &str) -> Result<Array2<f64>> {
+    let n = a.nrows();
+    let mut l = Array2::<f64>::zeros((n, n));
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[[i, k]] * l[[j, k]]).sum();
+            if i == j {
+                let pivot = a[[i, i]] - s;
+                if !(pivot > 0.0 && pivot.is_finite()) {
+                    return Err(CoreError::NotPositiveDefinite {
+                        name: name.to_string(),
+                        index: i,
+                        pivot,
+                    });
+                }
+                l[[i, i]] = pivot.sqrt();
+            } else {
+                l[[i, j]] = (a[[i, j]] - s) / l[[j, j]];
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// Solve `L y = x` in place.
+fn forward_substitute(l: &Array2<f64>, x: &mut [f64]) {
+    for i in 0..x.len() {
+        let s: f64 = (0..i).map(|k| l[[i, k]] * x[k]).sum();
+        x[i] = (x[i] - s) / l[[i, i]];
+    }
+}
+
+/// Solve `L^T y = x` in place.
+fn backward_substitute(l: &Array2<f64>, x: &mut [f64]) {
+    let n = x.len();
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|k| l[[k, i]] * x[k]).sum();
+        x[i] = (x[i] - s) / l[[i, i]];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn shapes_and_values_are_validated() {
+        let u = Array2::<f64>::zeros((3, 2));
+        assert!(LowRankPrior::new(array![1.0, 1.0], u.view()).is_err());
+        assert!(LowRankPrior::new(array![1.0, 0.0, 1.0], u.view()).is_err());
+        assert!(LowRankPrior::new(Array1::zeros(0), Array2::zeros((0, 2)).view()).is_err());
+        let mut bad = u.clone();
+        bad[[1, 1]] = f64::NAN;
+        assert!(LowRankPrior::new(array![1.0, 1.0, 1.0], bad.view()).is_err());
+        let p = LowRankPrior::new(array![1.0, 2.0, 4.0], u.view()).unwrap();
+        // U = 0: Sigma_p = A.
+        assert!((p.log_det() - 8.0f64.ln()).abs() < 1e-14);
+        assert!((p.trace_inverse() - 1.75).abs() < 1e-14);
+        assert!(p.mahalanobis(&[1.0, 1.0]).is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! The narrow tensor trait the math needs from a parameter block, with implementations for
+//! `f32`/`f64` slices and 1-D ndarray arrays.
+//!
+//! A block is a flat run of `D_b` weights (or variational means, or prior means). The objective
+//! needs only its length, a few reductions (all returned in `f64`), the reparameterized sample
+//! `w = m + sigma eps` and axpy-style updates. A GPU buffer or a candle tensor can implement these
+//! two traits in a few lines each; [`crate::objective`] never asks for anything else.
+//!
+//! Reductions are deterministic: the same input gives the same bits on every run. Each value is
+//! widened to `f64`, summed plainly in chunks of [`CHUNK`] elements, and the chunk partials are
+//! combined with Neumaier's compensated summation.
+
+use ndarray::{ArrayBase, Data, DataMut, Ix1};
+
+use crate::error::{Result, ensure_len};
+use crate::noise::{NoiseKey, fill_normals};
+
+/// The floating-point element types a block may hold (`f32`, `f64`).
+pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// Widen (or keep) to `f64`.
+    fn as_f64(self) -> f64;
+    /// Round an `f64` to this type (nearest).
+    fn from_f64_rounded(x: f64) -> Self;
+    /// Convert a noise value (always generated as `f32`) to this type; exact for both types.
+    fn from_noise(z: f32) -> Self;
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_f64_rounded(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn from_noise(z: f32) -> Self {
+        z
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64_rounded(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn from_noise(z: f32) -> Self {
+        f64::from(z)
+    }
+}
+
+/// Elements summed plainly in `f64` before a partial joins the compensated total.
+pub const CHUNK: usize = 64;
+
+/// Neumaier-compensated sum of `f64` terms (order-preserving, deterministic).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompensatedSum {
+    sum: f64,
+    compensation: f64,
+}
+
+impl CompensatedSum {
+    /// Add one term.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        let t = self.sum + x;
+        if self.sum.abs() >= x.abs() {
+            self.compensation += (self.sum - t) + x;
+        } else {
+            self.compensation += (x - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    /// The compensated total.
+    #[inline]
+    pub fn value(&self) -> f64 {
+        self.sum + self.compensation
+    }
+}
+
+/// Sum `f(x_i)` over an iterator of terms in the documented deterministic order: plain `f64`
+/// sums over chunks of [`CHUNK`] terms, chunk partials combined by [`CompensatedSum`].
+pub fn deterministic_sum<I: Iterator<Item = f64>>(terms: I) -> f64 {
+    let mut total = CompensatedSum::default();
+    let mut partial = 0.0f64;
+    let mut count = 0usize;
+    for t in terms {
+        partial += t;
+        count += 1;
+        if count == CHUNK {
+            total.add(partial);
+            partial = 0.0;
+            count = 0;
+        }
+    }
+    total.add(partial);
+    total.value()
+}
+
+/// Read-only operations on a parameter block. All reductions return `f64`.
+pub trait ParamBlock {
+    /// The element type.
+    type Elem: Real;
+
+    /// Number of weights `D_b`.
+    fn len(&self) -> usize;
+
+    /// `true` when the block has no weights.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `sum_i x_i`.
+    fn sum(&self) -> f64;
+
+    /// `sum_i x_i^2` (the squared distance to a zero prior mean).
+    fn sum_squares(&self) -> f64;
+
+    /// `sum_i x_i y_i`. Errors when the lengths differ.
+    fn dot(&self, other: &Self) -> Result<f64>;
+
+    /// `M = ||x - y||^2 = sum_i (x_i - y_i)^2`. Errors when the lengths differ.
+    fn squared_distance(&self, other: &Self) -> Result<f64>;
+
+    /// The first NaN or infinity, as `(index, value)`, or `None` when all are finite.
+    fn first_non_finite(&self) -> Option<(usize, f64)>;
+}
+
+/// In-place updates of a parameter block.
+pub trait ParamBlockMut: ParamBlock {
+    /// `x_i <- x_i + alpha y_i`. Errors when the lengths differ.
+    fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()>;
+
+    /// `x_i <- x_i + alpha (a_i - b_i)`; e.g. the KL gradient `(m - mu)/(kappa N v*)`.
+    fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()>;
+
+    /// `x_i <- alpha x_i`.
+    fn scale(&mut self, alpha: f64);
+
+    /// `x_i <- value`.
+    fn fill(&mut self, value: f64);
+
+    /// The reparameterized sample `x_i <- m_i + sigma eps_i`, with
+    /// `eps_i = `[`crate::noise::normal_at`]`(noise, first_index + i)`. The product and sum are
+    /// rounded in the element type, in that order (no fused multiply-add).
+    fn reparameterize(
+        &mut self,
+        mean: &Self,
+        sigma: f64,
+        noise: NoiseKey,
+        first_index: u64,
+    ) -> Result<()>;
+}
+
+/// Noise values generated per refill by [`ParamBlockMut::reparameterize`].
+const NOISE_CHUNK: usize = 1024;
+
+impl<T: Real> ParamBlock for [T] {
+    type Elem = T;
+
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn sum(&self) -> f64 {
+        deterministic_sum(self.iter().map(|x| x.as_f64()))
+    }
+
+    fn sum_squares(&self) -> f64 {
+        deterministic_sum(self.iter().map(|x| {
+            let v = x.as_f64();
+            v * v
+        }))
+    }
+
+    fn dot(&self, other: &Self) -> Result<f64> {
+        ensure_len("dot operand", self.len(), other.len())?;
+        Ok(deterministic_sum(
+            self.iter().zip(other).map(|(a, b)| a.as_f64() * b.as_f64()),
+        ))
+    }
+
+    fn squared_distance(&self, other: &Self) -> Result<f64> {
+        ensure_len("prior mean", self.len(), other.len())?;
+        Ok(deterministic_sum(self.iter().zip(other).map(|(a, b)| {
+            let d = a.as_f64() - b.as_f64();
+            d * d
+        })))
+    }
+
+    fn first_non_finite(&self) -> Option<(usize, f64)> {
+        self.iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (i, self[i].as_f64()))
+    }
+}
+
+impl<T: Real> ParamBlockMut for [T] {
+    fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
+        ensure_len("axpy operand", self.len(), y.len())?;
+        let a = T::from_f64_rounded(alpha);
+        for (x, &y) in self.iter_mut().zip(y) {
+            *x = *x + a * y;
+        }
+        Ok(())
+    }
+
+    fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
+        ensure_len("difference operand", self.len(), a.len())?;
+        ensure_len("difference operand", self.len(), b.len())?;
+        let s = T::from_f64_rounded(alpha);
+        for ((x, &a), &b) in self.iter_mut().zip(a).zip(b) {
+            *x = *x + s * (a - b);
+        }
+        Ok(())
+    }
+
+    fn scale(&mut self, alpha: f64) {
+        let a = T::from_f64_rounded(alpha);
+        for x in self.iter_mut() {
+            *x = *x * a;
+        }
+    }
+
+    fn fill(&mut self, value: f64) {
+        let v = T::from_f64_rounded(value);
+        for x in self.iter_mut() {
+            *x = v;
+        }
+    }
+
+    fn reparameterize(
+        &mut self,
+        mean: &Self,
+        sigma: f64,
+        noise: NoiseKey,
+        first_index: u64,
+    ) -> Result<()> {
+        ensure_len("variational mean", self.len(), mean.len())?;
+        let s = T::from_f64_rounded(sigma);
+        let mut eps = [0.0f32; NOISE_CHUNK];
+        let mut index = first_index;
+        for (out, m) in self.chunks_mut(NOISE_CHUNK).zip(mean.chunks(NOISE_CHUNK)) {
+            let eps = &mut eps[..out.len()];
+            fill_normals(noise, index, eps);
+            for ((w, &m), &z) in out.iter_mut().zip(m).zip(eps.iter()) {
+                *w = m + s * T::from_noise(z);
+            }
+            index += out.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Real, S: Data<Elem = T>> ParamBlock for ArrayBase<S, Ix1> {
+    type Elem = T;
+
+    fn len(&self) -> usize {
+        ArrayBase::len(self)
+    }
+
+    fn sum(&self) -> f64 {
+        deterministic_sum(self.iter().map(|x| x.as_f64()))
+    }
+
+    fn sum_squares(&self) -> f64 {
+        deterministic_sum(self.iter().map(|x| {
+            let v = x.as_f64();
+            v * v
+        }))
+    }
+
+    fn dot(&self, other: &Self) -> Result<f64> {
+        ensure_len("dot operand", self.len(), other.len())?;
+        Ok(deterministic_sum(
+            self.iter().zip(other).map(|(a, b)| a.as_f64() * b.as_f64()),
+        ))
+    }
+
+    fn squared_distance(&self, other: &Self) -> Result<f64> {
+        ensure_len("prior mean", self.len(), other.len())?;
+        Ok(deterministic_sum(self.iter().zip(other).map(|(a, b)| {
+            let d = a.as_f64() - b.as_f64();
+            d * d
+        })))
+    }
+
+    fn first_non_finite(&self) -> Option<(usize, f64)> {
+        self.iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (i, self[i].as_f64()))
+    }
+}
+
+impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
+    fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
+        ensure_len("axpy operand", self.len(), y.len())?;
+        let a = T::from_f64_rounded(alpha);
+        self.zip_mut_with(y, |x, &y| *x = *x + a * y);
+        Ok(())
+    }
+
+    fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
+        ensure_len("difference operand", self.len(), a.len())?;
+        ensure_len("difference operand", self.len(), b.len())?;
+        let s = T::from_f64_rounded(alpha);
+        for ((x, &a), &b) in self.iter_mut().zip(a).zip(b) {
+            *x = *x + s * (a - b);
+        }
+        Ok(())
+    }
+
+    fn scale(&mut self, alpha: f64) {
+        let a = T::from_f64_rounded(alpha);
+        self.mapv_inplace(|x| x * a);
+    }
+
+    fn fill(&mut self, value: f64) {
+        let v = T::from_f64_rounded(value);
+        self.map_inplace(|x| *x = v);
+    }
+
+    fn reparameterize(
+        &mut self,
+        mean: &Self,
+        sigma: f64,
+        noise: NoiseKey,
+        first_index: u64,
+    ) -> Result<()> {
+        ensure_len("variational mean", self.len(), mean.len())?;
+        if let (Some(out), Some(m)) = (self.as_slice_mut(), mean.as_slice()) {
+            return out.reparameterize(m, sigma, noise, first_index);
+        }
+        let s = T::from_f64_rounded(sigma);
+        for (i, (w, &m)) in self.iter_mut().zip(mean).enumerate() {
+            let z = crate::noise::normal_at(noise, first_index + i as u64);
+            *w = m + s * T::from_noise(z);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::normal_at;
+    use ndarray::{Array1, s};
+
+    #[test]
+    fn slice_and_array_agree() {
+        let a: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.11).cos()).collect();
+        let aa = Array1::from(a.clone());
+        let bb = Array1::from(b.clone());
+        assert_eq!(a[..].sum(), aa.sum());
+        assert_eq!(a[..].sum_squares(), aa.sum_squares());
+        assert_eq!(a[..].dot(&b[..]).unwrap(), aa.dot(&bb).unwrap());
+        assert_eq!(
+            a[..].squared_distance(&b[..]).unwrap(),
+            aa.squared_distance(&bb).unwrap()
+        );
+        let direct: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((a[..].squared_distance(&b[..]).unwrap() - direct).abs() < 1e-10);
+    }
+
+    #[test]
+    fn lengths_are_checked() {
+        let a = [1.0f32, 2.0];
+        let b = [1.0f32];
+        assert!(a[..].dot(&b[..]).is_err());
+        assert!(a[..].squared_distance(&b[..]).is_err());
+        let mut c = [0.0f32; 2];
+        assert!(c[..].axpy(1.0, &b[..]).is_err());
+        assert!(
+            c[..]
+                .reparameterize(&b[..], 1.0, NoiseKey::default(), 0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn reparameterize_uses_the_indexed_noise_for_strided_views_too() {
+        let key = NoiseKey::new(5, 9);
+        let mean = Array1::from_shape_fn(3001, |i| i as f64 * 1e-3);
+        let mut w = Array1::zeros(3001);
+        w.reparameterize(&mean, 0.25, key, 17).unwrap();
+        for i in 0..3001 {
+            let expect = mean[i] + 0.25 * f64::from(normal_at(key, 17 + i as u64));
+            assert_eq!(w[i], expect);
+        }
+        // Strided (non-contiguous) views take the element-wise path and give the same values.
+        let mut big_mean = Array1::from_shape_fn(20, |i| i as f32);
+        let mut big_w = Array1::<f32>::zeros(20);
+        let mean_view = big_mean.slice_mut(s![..;2]);
+        let mut w_view = big_w.slice_mut(s![..;2]);
+        w_view.reparameterize(&mean_view, 0.5, key, 3).unwrap();
+        let mut expect = Array1::<f32>::zeros(10);
+        expect
+            .reparameterize(&mean_view.to_owned(), 0.5, key, 3)
+            .unwrap();
+        assert_eq!(big_w.slice(s![..;2]).to_owned(), expect);
+    }
+
+    #[test]
+    fn compensated_sum_recovers_cancellation() {
+        let mut c = CompensatedSum::default();
+        for t in [1e16, 1.0, -1e16, 1.0] {
+            c.add(t);
+        }
+        assert_eq!(c.value(), 2.0);
+        // Across chunks the partials are compensated: a huge first chunk does not swallow the
+        // small ones that follow.
+        let terms = std::iter::once(1e16)
+            .chain(std::iter::repeat_n(0.0, CHUNK - 1))
+            .chain(std::iter::repeat_n(1.0, 10 * CHUNK))
+            .chain(std::iter::once(-1e16));
+        assert_eq!(deterministic_sum(terms), 640.0);
+    }
+
+    #[test]
+    fn non_finite_is_located() {
+        let a = [0.0f32, 1.0, f32::NAN, f32::INFINITY];
+        let (i, v) = a[..].first_non_finite().unwrap();
+        assert_eq!(i, 2);
+        assert!(v.is_nan());
+        assert!([1.0f64, 2.0][..].first_non_finite().is_none());
+    }
+}

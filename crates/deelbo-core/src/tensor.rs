@@ -162,6 +162,86 @@ pub trait ParamBlockMut: ParamBlock {
 /// Noise values generated per refill by [`ParamBlockMut::reparameterize`].
 const NOISE_CHUNK: usize = 1024;
 
+/// The reductions, identical for slices and arrays (both iterate in index order).
+macro_rules! block_reductions {
+    () => {
+        fn sum(&self) -> f64 {
+            deterministic_sum(self.iter().map(|x| x.as_f64()))
+        }
+
+        fn sum_squares(&self) -> f64 {
+            deterministic_sum(self.iter().map(|x| {
+                let v = x.as_f64();
+                v * v
+            }))
+        }
+
+        fn dot(&self, other: &Self) -> Result<f64> {
+            ensure_len("dot operand", self.len(), other.len())?;
+            Ok(deterministic_sum(
+                self.iter()
+                    .zip(other.iter())
+                    .map(|(a, b)| a.as_f64() * b.as_f64()),
+            ))
+        }
+
+        fn squared_distance(&self, other: &Self) -> Result<f64> {
+            ensure_len("prior mean", self.len(), other.len())?;
+            Ok(deterministic_sum(self.iter().zip(other.iter()).map(
+                |(a, b)| {
+                    let d = a.as_f64() - b.as_f64();
+                    d * d
+                },
+            )))
+        }
+
+        fn first_non_finite(&self) -> Option<(usize, f64)> {
+            self.iter()
+                .enumerate()
+                .find(|(_, x)| !x.is_finite())
+                .map(|(i, x)| (i, x.as_f64()))
+        }
+    };
+}
+
+/// The element-wise updates, identical for slices and arrays.
+macro_rules! block_updates {
+    () => {
+        fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
+            ensure_len("axpy operand", self.len(), y.len())?;
+            let a = Self::Elem::from_f64_rounded(alpha);
+            for (x, &y) in self.iter_mut().zip(y.iter()) {
+                *x = *x + a * y;
+            }
+            Ok(())
+        }
+
+        fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
+            ensure_len("difference operand", self.len(), a.len())?;
+            ensure_len("difference operand", self.len(), b.len())?;
+            let s = Self::Elem::from_f64_rounded(alpha);
+            for ((x, &a), &b) in self.iter_mut().zip(a.iter()).zip(b.iter()) {
+                *x = *x + s * (a - b);
+            }
+            Ok(())
+        }
+
+        fn scale(&mut self, alpha: f64) {
+            let a = Self::Elem::from_f64_rounded(alpha);
+            for x in self.iter_mut() {
+                *x = *x * a;
+            }
+        }
+
+        fn fill(&mut self, value: f64) {
+            let v = Self::Elem::from_f64_rounded(value);
+            for x in self.iter_mut() {
+                *x = v;
+            }
+        }
+    };
+}
+
 impl<T: Real> ParamBlock for [T] {
     type Elem = T;
 
@@ -169,72 +249,11 @@ impl<T: Real> ParamBlock for [T] {
         <[T]>::len(self)
     }
 
-    fn sum(&self) -> f64 {
-        deterministic_sum(self.iter().map(|x| x.as_f64()))
-    }
-
-    fn sum_squares(&self) -> f64 {
-        deterministic_sum(self.iter().map(|x| {
-            let v = x.as_f64();
-            v * v
-        }))
-    }
-
-    fn dot(&self, other: &Self) -> Result<f64> {
-        ensure_len("dot operand", self.len(), other.len())?;
-        Ok(deterministic_sum(
-            self.iter().zip(other).map(|(a, b)| a.as_f64() * b.as_f64()),
-        ))
-    }
-
-    fn squared_distance(&self, other: &Self) -> Result<f64> {
-        ensure_len("prior mean", self.len(), other.len())?;
-        Ok(deterministic_sum(self.iter().zip(other).map(|(a, b)| {
-            let d = a.as_f64() - b.as_f64();
-            d * d
-        })))
-    }
-
-    fn first_non_finite(&self) -> Option<(usize, f64)> {
-        self.iter()
-            .position(|x| !x.is_finite())
-            .map(|i| (i, self[i].as_f64()))
-    }
+    block_reductions!();
 }
 
 impl<T: Real> ParamBlockMut for [T] {
-    fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
-        ensure_len("axpy operand", self.len(), y.len())?;
-        let a = T::from_f64_rounded(alpha);
-        for (x, &y) in self.iter_mut().zip(y) {
-            *x = *x + a * y;
-        }
-        Ok(())
-    }
-
-    fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
-        ensure_len("difference operand", self.len(), a.len())?;
-        ensure_len("difference operand", self.len(), b.len())?;
-        let s = T::from_f64_rounded(alpha);
-        for ((x, &a), &b) in self.iter_mut().zip(a).zip(b) {
-            *x = *x + s * (a - b);
-        }
-        Ok(())
-    }
-
-    fn scale(&mut self, alpha: f64) {
-        let a = T::from_f64_rounded(alpha);
-        for x in self.iter_mut() {
-            *x = *x * a;
-        }
-    }
-
-    fn fill(&mut self, value: f64) {
-        let v = T::from_f64_rounded(value);
-        for x in self.iter_mut() {
-            *x = v;
-        }
-    }
+    block_updates!();
 
     fn reparameterize(
         &mut self,
@@ -266,66 +285,11 @@ impl<T: Real, S: Data<Elem = T>> ParamBlock for ArrayBase<S, Ix1> {
         ArrayBase::len(self)
     }
 
-    fn sum(&self) -> f64 {
-        deterministic_sum(self.iter().map(|x| x.as_f64()))
-    }
-
-    fn sum_squares(&self) -> f64 {
-        deterministic_sum(self.iter().map(|x| {
-            let v = x.as_f64();
-            v * v
-        }))
-    }
-
-    fn dot(&self, other: &Self) -> Result<f64> {
-        ensure_len("dot operand", self.len(), other.len())?;
-        Ok(deterministic_sum(
-            self.iter().zip(other).map(|(a, b)| a.as_f64() * b.as_f64()),
-        ))
-    }
-
-    fn squared_distance(&self, other: &Self) -> Result<f64> {
-        ensure_len("prior mean", self.len(), other.len())?;
-        Ok(deterministic_sum(self.iter().zip(other).map(|(a, b)| {
-            let d = a.as_f64() - b.as_f64();
-            d * d
-        })))
-    }
-
-    fn first_non_finite(&self) -> Option<(usize, f64)> {
-        self.iter()
-            .position(|x| !x.is_finite())
-            .map(|i| (i, self[i].as_f64()))
-    }
+    block_reductions!();
 }
 
 impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
-    fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
-        ensure_len("axpy operand", self.len(), y.len())?;
-        let a = T::from_f64_rounded(alpha);
-        self.zip_mut_with(y, |x, &y| *x = *x + a * y);
-        Ok(())
-    }
-
-    fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
-        ensure_len("difference operand", self.len(), a.len())?;
-        ensure_len("difference operand", self.len(), b.len())?;
-        let s = T::from_f64_rounded(alpha);
-        for ((x, &a), &b) in self.iter_mut().zip(a).zip(b) {
-            *x = *x + s * (a - b);
-        }
-        Ok(())
-    }
-
-    fn scale(&mut self, alpha: f64) {
-        let a = T::from_f64_rounded(alpha);
-        self.mapv_inplace(|x| x * a);
-    }
-
-    fn fill(&mut self, value: f64) {
-        let v = T::from_f64_rounded(value);
-        self.map_inplace(|x| *x = v);
-    }
+    block_updates!();
 
     fn reparameterize(
         &mut self,
@@ -339,7 +303,7 @@ impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
             return out.reparameterize(m, sigma, noise, first_index);
         }
         let s = T::from_f64_rounded(sigma);
-        for (i, (w, &m)) in self.iter_mut().zip(mean).enumerate() {
+        for (i, (w, &m)) in self.iter_mut().zip(mean.iter()).enumerate() {
             let z = crate::noise::normal_at(noise, first_index + i as u64);
             *w = m + s * T::from_noise(z);
         }

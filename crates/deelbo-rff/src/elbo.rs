@@ -11,7 +11,7 @@
 //! has a closed-form maximizer, so coordinate ascent raises `J` monotonically:
 //!
 //! - `m = (kappa Phi^T Phi/s_n^2 + I/tau)^-1 kappa Phi^T y/s_n^2`, i.e. in the spectral basis
-//!   `m~_i = kappa tau s_i y~_i / (kappa tau lambda_i + s_n^2)`;
+//!   `m~_i = kappa tau c~_i / (kappa tau lambda_i + s_n^2)`, `c~_i = s_i y~_i`;
 //! - `1/sigma^2 = 1/tau + kappa T/(R s_n^2)`;
 //! - `tau = ||m||^2/R + sigma^2` (the core's `v*`);
 //! - `s_n^2 = (||y - Phi m||^2 + sigma^2 T)/N`, clamped to the noise bounds.
@@ -65,11 +65,11 @@ pub struct AscentSettings {
 }
 
 impl Default for AscentSettings {
-    /// `tolerance = 1e-12`, `max_sweeps = 20000`, `tau = 1`, `s_n^2 = 0.1`.
+    /// `tolerance = 1e-12`, `max_sweeps = 5000`, `tau = 1`, `s_n^2 = 0.1`.
     fn default() -> Self {
         Self {
             tolerance: 1e-12,
-            max_sweeps: 20_000,
+            max_sweeps: 5_000,
             initial_tau: 1.0,
             initial_noise_variance: 0.1,
         }
@@ -147,18 +147,11 @@ impl<'a> ClosedFormElbo<'a> {
     }
 
     /// The exact maximizer over `m` (and, independently, `sigma^2`) at the state's `tau` and
-    /// `s_n^2`: `m~_i = kappa tau s_i y~_i/(kappa tau lambda_i + s_n^2)`,
+    /// `s_n^2`: `m~_i = kappa tau c~_i/(kappa tau lambda_i + s_n^2)`,
     /// `1/sigma^2 = 1/tau + kappa T/(R s_n^2)`.
     pub fn update_mean_and_sigma(&self, state: &mut ElboState) {
         let (k, tau, s2) = (self.kappa, state.tau, state.noise_variance);
-        for (i, c) in state.coeffs.iter_mut().enumerate() {
-            *c = if self.spectrum.is_active(i) {
-                let l = self.spectrum.eigenvalues[i];
-                k * tau * l.sqrt() * self.spectrum.projected_targets[i] / (k * tau * l + s2)
-            } else {
-                0.0
-            };
-        }
+        state.coeffs = self.spectrum.shrunk_coefficients(k * tau, s2);
         state.sigma2 = 1.0 / (1.0 / tau + k * self.spectrum.trace / (self.r() * s2));
     }
 

@@ -461,33 +461,23 @@ fn fit_evidence(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
 }
 
 /// The exact posterior from a spectrum: mean `m = V m~`,
-/// `m~_i = tau s_i y~_i/(tau lambda_i + s_n^2)`, and covariance
-/// `S = (Phi^T Phi/s_n^2 + I/tau)^-1 = tau I - B B^T`,
-/// `B = V diag(sqrt(tau^2 lambda_i/(tau lambda_i + s_n^2)))` over the active components.
+/// `m~_i = tau c~_i/(tau lambda_i + s_n^2)`, and covariance
+/// `S = (Phi^T Phi/s_n^2 + I/tau)^-1 = tau I - B B^T` ([`Spectrum::posterior_factor`]).
 pub fn exact_posterior_from_spectrum(
     spectrum: &Spectrum,
     phi: ndarray::ArrayView2<'_, f64>,
     tau: f64,
     noise_variance: f64,
 ) -> Result<(Array1<f64>, WeightCovariance)> {
-    let coeffs: Vec<f64> = (0..spectrum.len())
-        .map(|i| {
-            if spectrum.is_active(i) {
-                let l = spectrum.eigenvalues[i];
-                tau * l.sqrt() * spectrum.projected_targets[i] / (tau * l + noise_variance)
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let coeffs = spectrum.shrunk_coefficients(tau, noise_variance);
     let weights = spectrum.weights(phi, &coeffs)?;
-    let (mut v, idx) = spectrum.right_singular_vectors(phi)?;
-    for (mut col, &i) in v.columns_mut().into_iter().zip(&idx) {
-        let l = spectrum.eigenvalues[i];
-        let scale = (tau * tau * l / (tau * l + noise_variance)).sqrt();
-        col.mapv_inplace(|x| x * scale);
-    }
-    let rank = v.ncols();
-    let factor: Vec<f64> = v.iter().copied().collect();
-    Ok((weights, WeightCovariance::LowRank { tau, rank, factor }))
+    let b = spectrum.posterior_factor(phi, tau, noise_variance)?;
+    Ok((
+        weights,
+        WeightCovariance::LowRank {
+            tau,
+            rank: b.ncols(),
+            factor: b.iter().copied().collect(),
+        },
+    ))
 }

@@ -23,7 +23,7 @@ use crate::spectrum::Spectrum;
 /// `ln tau` range of the inner search: `[ln 1e-4, ln 1e3]`.
 const LN_TAU_RANGE: (f64, f64) = (-9.210_340_371_976_182, 6.907_755_278_982_137);
 /// Coarse grid points per axis of the inner search.
-const INNER_GRID: usize = 13;
+const INNER_GRID: usize = 9;
 /// Alternating refinement rounds after the coarse grid.
 const INNER_ROUNDS: usize = 3;
 
@@ -45,16 +45,7 @@ impl LaplaceAt<'_> {
     fn evaluate(&self, ln_tau: f64, ln_s2: f64) -> Result<LaplaceValue> {
         let (tau, s2) = (ln_tau.exp(), ln_s2.exp());
         let sp = &self.spectrum;
-        let coeffs: Vec<f64> = (0..sp.len())
-            .map(|i| {
-                if sp.is_active(i) {
-                    let l = sp.eigenvalues[i];
-                    tau * l.sqrt() * sp.projected_targets[i] / (tau * l + s2)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let coeffs = sp.shrunk_coefficients(tau, s2);
         let fitted = sp.fitted(self.phi.view(), &coeffs)?;
         let r2: Array1<f64> = (self.y - &fitted).mapv(|r| r * r);
         let n = self.y.len() as f64;

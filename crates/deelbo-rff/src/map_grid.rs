@@ -84,20 +84,6 @@ pub fn split(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usiz
     Ok((train.to_vec(), val.to_vec()))
 }
 
-/// MAP coefficients `m~_i = tau s_i y~_i/(tau lambda_i + s_n^2)` (kappa = 1 mean update).
-fn map_coeffs(sp: &Spectrum, tau: f64, s2: f64) -> Vec<f64> {
-    (0..sp.len())
-        .map(|i| {
-            if sp.is_active(i) {
-                let l = sp.eigenvalues[i];
-                tau * l.sqrt() * sp.projected_targets[i] / (tau * l + s2)
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
     let g = &config.map_grid;
     if g.lengthscale_points < 1 || g.prior_variances.is_empty() || g.noise_stds.is_empty() {
@@ -146,7 +132,7 @@ pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
         for &tau in &g.prior_variances {
             for &sn in &g.noise_stds {
                 let s2 = sn * sn;
-                let coeffs = map_coeffs(&sp, tau, s2);
+                let coeffs = sp.shrunk_coefficients(tau, s2);
                 let active = Array1::from_iter(idx.iter().map(|&i| coeffs[i]));
                 let pred = p.dot(&active);
                 let nll = y_va
@@ -175,7 +161,7 @@ pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
     let ls = Lengthscale::Isotropic(t.exp() * sqrt_d);
     let phi = prep.features.matrix(prep.x.view(), &ls)?;
     let sp = Spectrum::of_features(phi.view(), prep.y.view())?;
-    let weights = sp.weights(phi.view(), &map_coeffs(&sp, tau, s2))?;
+    let weights = sp.weights(phi.view(), &sp.shrunk_coefficients(tau, s2))?;
     let model = RffModel {
         method: Method::MapGrid.name(),
         kappa: None,

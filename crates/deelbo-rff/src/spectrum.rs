@@ -12,8 +12,10 @@
 //! The targets enter through `y~ = U^T y` and the squared norm of their part outside the range of
 //! `U`, `y_perp^2 = ||y||^2 - ||y~||^2`. A weight vector in the row space of `Phi` is
 //! `m = V m~`; then `||m||^2 = ||m~||^2` and `||y - Phi m||^2 = sum_i (y~_i - s_i m~_i)^2 + y_perp^2`.
-//! Components with `lambda_i <= 1e-12 lambda_max` are inactive (numerically outside the row
-//! space): their `m~_i` is 0.
+//! The cross terms `c~_i = s_i y~_i = v_i^T Phi^T y` give every shrinkage estimate without a
+//! division: `m~_i = g c~_i/(g lambda_i + s_n^2)`. In the feature basis `y~_i = c~_i/s_i` is only
+//! formed for `lambda_i > 1e-12 lambda_max`; the target energy of smaller components is counted in
+//! `y_perp^2` (their fitted part `s_i m~_i` is below rounding).
 //!
 //! A kernel matrix `K` (`N x N`, the exact GP) is decomposed the same way ([`Spectrum::of_kernel`]);
 //! only the evidence is defined for it.
@@ -42,8 +44,11 @@ pub const RELATIVE_EIGENVALUE_FLOOR: f64 = 1e-12;
 pub struct Spectrum {
     /// `lambda_i = s_i^2 >= 0` (ascending; tiny negative rounding clamped to 0), `k` entries.
     pub eigenvalues: Vec<f64>,
-    /// `y~_i = u_i^T y`, `k` entries (0 for inactive components of the feature basis).
+    /// `y~_i = u_i^T y`, `k` entries (0 for components of the feature basis with
+    /// `lambda_i <= 1e-12 lambda_max`).
     pub projected_targets: Vec<f64>,
+    /// `c~_i = s_i y~_i = v_i^T Phi^T y`, `k` entries.
+    pub cross_targets: Vec<f64>,
     /// `y_perp^2 = ||y||^2 - ||y~||^2 >= 0`, the target energy outside the range of `U`.
     pub orthogonal_energy: f64,
     /// `T = sum_n ||phi_n||^2 = tr(Phi Phi^T)` (the kernel trace for [`Basis::Kernel`]).
@@ -54,7 +59,6 @@ pub struct Spectrum {
     pub features: usize,
     /// Which Gram matrix and its eigenvectors.
     pub basis: Basis,
-    active: Vec<bool>,
 }
 
 fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
@@ -66,14 +70,6 @@ fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
         });
     }
     Ok((values.iter().map(|&v| v.max(0.0)).collect(), vectors))
-}
-
-fn active_mask(eigenvalues: &[f64]) -> Vec<bool> {
-    let max = eigenvalues.iter().copied().fold(0.0f64, f64::max);
-    eigenvalues
-        .iter()
-        .map(|&l| l > RELATIVE_EIGENVALUE_FLOOR * max && l > 0.0)
-        .collect()
 }
 
 impl Spectrum {
@@ -95,38 +91,48 @@ impl Spectrum {
             let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
             let projected: Array1<f64> = e.t().dot(&y);
             let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
-            let active = active_mask(&eigenvalues);
+            let cross = projected
+                .iter()
+                .zip(&eigenvalues)
+                .map(|(y, l)| y * l.sqrt())
+                .collect();
             Ok(Self {
                 eigenvalues,
                 projected_targets: projected.to_vec(),
+                cross_targets: cross,
                 orthogonal_energy: (yy - energy).max(0.0),
                 trace,
                 examples: n,
                 features: r,
                 basis: Basis::Examples(e),
-                active,
             })
         } else {
             let gram = phi.t().dot(&phi);
             let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
             let c: Array1<f64> = e.t().dot(&phi.t().dot(&y));
-            let active = active_mask(&eigenvalues);
+            let floor =
+                RELATIVE_EIGENVALUE_FLOOR * eigenvalues.iter().copied().fold(0.0f64, f64::max);
             let projected: Vec<f64> = c
                 .iter()
                 .zip(&eigenvalues)
-                .zip(&active)
-                .map(|((c, l), &a)| if a { c / l.sqrt() } else { 0.0 })
+                .map(|(c, &l)| {
+                    if l > floor && l > 0.0 {
+                        c / l.sqrt()
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
             Ok(Self {
                 eigenvalues,
                 projected_targets: projected,
+                cross_targets: c.to_vec(),
                 orthogonal_energy: (yy - energy).max(0.0),
                 trace,
                 examples: n,
                 features: r,
                 basis: Basis::Features(e),
-                active,
             })
         }
     }
@@ -144,16 +150,20 @@ impl Spectrum {
         let trace = k.diag().sum();
         let (eigenvalues, e) = eigh_of("the kernel matrix", &k.to_owned())?;
         let projected: Array1<f64> = e.t().dot(&y);
-        let active = active_mask(&eigenvalues);
+        let cross = projected
+            .iter()
+            .zip(&eigenvalues)
+            .map(|(y, l)| y * l.sqrt())
+            .collect();
         Ok(Self {
             eigenvalues,
             projected_targets: projected.to_vec(),
+            cross_targets: cross,
             orthogonal_energy: 0.0,
             trace,
             examples: n,
             features: n,
             basis: Basis::Kernel(e),
-            active,
         })
     }
 
@@ -167,12 +177,24 @@ impl Spectrum {
         self.eigenvalues.is_empty()
     }
 
-    /// Whether component `i` is active (`lambda_i > 1e-12 lambda_max`).
+    /// Whether component `i` has `lambda_i > 0` (a direction of the row space of `Phi`).
     pub fn is_active(&self, i: usize) -> bool {
-        self.active[i]
+        self.eigenvalues[i] > 0.0
+    }
+
+    /// The shrinkage coefficients `m~_i = g c~_i/(g lambda_i + s_n^2)`: the posterior mean of
+    /// `q` for likelihood weight `kappa` and prior variance `tau` with `g = kappa tau` (the ELBO's
+    /// mean update; `g = tau` is the exact posterior mean and the MAP weights).
+    pub fn shrunk_coefficients(&self, g: f64, noise_variance: f64) -> Vec<f64> {
+        self.cross_targets
+            .iter()
+            .zip(&self.eigenvalues)
+            .map(|(c, l)| g * c / (g * l + noise_variance))
+            .collect()
     }
 
     /// `||y - Phi m||^2 = sum_i (y~_i - s_i m~_i)^2 + y_perp^2` for `m = V m~`.
+    /// `coeffs` must have `k` entries.
     pub fn residual_sq(&self, coeffs: &[f64]) -> f64 {
         let inside = deelbo_core::tensor::deterministic_sum(
             self.eigenvalues
@@ -187,13 +209,50 @@ impl Spectrum {
         inside + self.orthogonal_energy
     }
 
-    /// The right singular vectors `V` of the active components (`R x k_active`), and the indices
-    /// of those components. Needs the features for the `N <= R` basis; not defined for a kernel.
+    /// The factor `B` (`R x k_active`) of the exact posterior covariance
+    /// `S = (Phi^T Phi/s_n^2 + I/tau)^-1 = tau I - B B^T`: column `i` is
+    /// `v_i tau s_i/sqrt(tau lambda_i + s_n^2)`, formed as `Phi^T e_i tau/sqrt(tau lambda_i + s_n^2)`
+    /// in the example basis (no division by `s_i`).
+    pub fn posterior_factor(
+        &self,
+        phi: ArrayView2<'_, f64>,
+        tau: f64,
+        noise_variance: f64,
+    ) -> Result<Array2<f64>> {
+        let idx: Vec<usize> = (0..self.len()).filter(|&i| self.is_active(i)).collect();
+        let scale = |i: usize| tau / (tau * self.eigenvalues[i] + noise_variance).sqrt();
+        match &self.basis {
+            Basis::Features(e) => {
+                let mut b = e.select(Axis(1), &idx);
+                for (mut col, &i) in b.columns_mut().into_iter().zip(&idx) {
+                    let f = scale(i) * self.eigenvalues[i].sqrt();
+                    col.mapv_inplace(|v| v * f);
+                }
+                Ok(b)
+            }
+            Basis::Examples(e) => {
+                self.check_phi(phi)?;
+                let mut es = e.select(Axis(1), &idx);
+                for (mut col, &i) in es.columns_mut().into_iter().zip(&idx) {
+                    let f = scale(i);
+                    col.mapv_inplace(|v| v * f);
+                }
+                Ok(phi.t().dot(&es))
+            }
+            Basis::Kernel(_) => Err(RffError::InvalidConfig {
+                what: "spectrum".to_string(),
+                message: "a kernel spectrum has no feature-space basis".to_string(),
+            }),
+        }
+    }
+
+    /// The right singular vectors `V` of the components with `lambda_i > 0` (`R x k_active`),
+    /// and the indices of those components. Needs the features for the `N <= R` basis; not defined for a kernel.
     pub fn right_singular_vectors(
         &self,
         phi: ArrayView2<'_, f64>,
     ) -> Result<(Array2<f64>, Vec<usize>)> {
-        let idx: Vec<usize> = (0..self.len()).filter(|&i| self.active[i]).collect();
+        let idx: Vec<usize> = (0..self.len()).filter(|&i| self.is_active(i)).collect();
         match &self.basis {
             Basis::Features(e) => Ok((e.select(Axis(1), &idx), idx)),
             Basis::Examples(e) => {
@@ -223,22 +282,25 @@ impl Spectrum {
         Ok(())
     }
 
-    /// The weight vector `m = V m~` (`R`) for coefficients `m~` (`k`; inactive entries ignored).
+    /// The weight vector `m = V m~` (`R`) for coefficients `m~` (`k`; entries with
+    /// `lambda_i = 0` ignored in the example basis).
     /// `phi` must be the features the spectrum was built from.
     pub fn weights(&self, phi: ArrayView2<'_, f64>, coeffs: &[f64]) -> Result<Array1<f64>> {
         match &self.basis {
             Basis::Features(e) => {
-                let c =
-                    Array1::from_shape_fn(
-                        self.len(),
-                        |i| if self.active[i] { coeffs[i] } else { 0.0 },
-                    );
-                Ok(e.dot(&c))
+                if coeffs.len() != self.len() {
+                    return Err(RffError::Shape {
+                        what: "spectral coefficients".to_string(),
+                        expected: self.len(),
+                        found: coeffs.len(),
+                    });
+                }
+                Ok(e.dot(&ArrayView1::from(coeffs)))
             }
             Basis::Examples(e) => {
                 self.check_phi(phi)?;
                 let a = Array1::from_shape_fn(self.len(), |i| {
-                    if self.active[i] {
+                    if self.is_active(i) {
                         coeffs[i] / self.eigenvalues[i].sqrt()
                     } else {
                         0.0
@@ -257,13 +319,8 @@ impl Spectrum {
     pub fn fitted(&self, phi: ArrayView2<'_, f64>, coeffs: &[f64]) -> Result<Array1<f64>> {
         match &self.basis {
             Basis::Examples(e) => {
-                let c = Array1::from_shape_fn(self.len(), |i| {
-                    if self.active[i] {
-                        coeffs[i] * self.eigenvalues[i].sqrt()
-                    } else {
-                        0.0
-                    }
-                });
+                let c =
+                    Array1::from_shape_fn(self.len(), |i| coeffs[i] * self.eigenvalues[i].sqrt());
                 Ok(e.dot(&c))
             }
             Basis::Features(_) => {

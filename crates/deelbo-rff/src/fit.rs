@@ -377,7 +377,10 @@ impl Gradient for ArdProblem<'_> {
     }
 }
 
-/// L-BFGS over per-dimension `ln l` from the isotropic optimum `t0 = ln(l/sqrt(d))`.
+/// ARD search from the isotropic optimum `t0 = ln(l/sqrt(d))`: one round of coordinate-wise
+/// global searches (each `ln l_k` on a 30-point grid over the search range plus golden-section
+/// refinement, the others fixed; the objective is jagged, so a gradient method alone stops at the
+/// nearest local optimum), then L-BFGS with the envelope-theorem gradient from the best point.
 fn ard_search(
     prep: &Prepared,
     config: &FitConfig,
@@ -398,7 +401,25 @@ fn ard_search(
         cache: RefCell::new(None),
         evaluations: Rc::clone(&counter),
     };
-    let init = vec![t0 + shift; prep.x.ncols()];
+    let mut theta = vec![t0 + shift; prep.x.ncols()];
+    let mut best_cost = problem.evaluate(&theta)?.0;
+    let coordinate = GridSearch {
+        lower: bounds.0,
+        upper: bounds.1,
+        grid_points: 30,
+        tolerance: config.lengthscale_search.tolerance,
+    };
+    for k in 0..theta.len() {
+        let r = maximize(&coordinate, "ARD lengthscale", |t| {
+            let mut trial = theta.clone();
+            trial[k] = t;
+            Ok((-problem.evaluate(&trial)?.0, ()))
+        })?;
+        if -r.value < best_cost {
+            best_cost = -r.value;
+            theta[k] = r.argmax;
+        }
+    }
     let optimizer_error = |e: argmin::core::Error| RffError::Optimizer {
         what: "ARD lengthscales (L-BFGS)".to_string(),
         message: e.to_string(),
@@ -408,20 +429,23 @@ fn ard_search(
         .map_err(optimizer_error)?
         .with_tolerance_cost(1e-10)
         .map_err(optimizer_error)?;
+    let start = theta.clone();
     let result = Executor::new(problem, solver)
-        .configure(|state| state.param(init.clone()).max_iters(config.ard_iterations))
+        .configure(|state| state.param(start).max_iters(config.ard_iterations))
         .run();
-    let evaluations = counter.get();
-    let best = match result {
-        Ok(res) => res.state.best_param.clone().unwrap_or_else(|| init.clone()),
-        // A failed line search keeps the start (the isotropic optimum) rather than failing the fit.
-        Err(_) => init.clone(),
-    };
-    let ls = best
+    // A failed line search keeps the coordinate-search point rather than failing the fit.
+    if let Ok(res) = result {
+        if let Some(p) = res.state.best_param.as_ref() {
+            if res.state.best_cost < best_cost {
+                theta = p.clone();
+            }
+        }
+    }
+    let ls = theta
         .iter()
         .map(|t| t.clamp(bounds.0, bounds.1).exp())
         .collect();
-    Ok((Lengthscale::Ard(ls), evaluations))
+    Ok((Lengthscale::Ard(ls), counter.get()))
 }
 
 fn fit_evidence(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, ValueEnum, error::ErrorKind};
+use clap::{Args, ValueEnum};
 use deelbo_core::KappaRule;
 use deelbo_rff::{Dataset, FitConfig, Method, fit, metrics::rmse};
 use serde::Serialize;
@@ -93,10 +93,10 @@ struct FitJson {
     seconds: f64,
 }
 
+/// A usage error found after parsing: one line on stderr, exit code 2 (like clap's own).
 fn usage_error(message: String) -> ! {
-    crate::Cli::command()
-        .error(ErrorKind::ArgumentConflict, message)
-        .exit()
+    eprintln!("error: {message} (see 'deelbo rff fit --help')");
+    std::process::exit(2)
 }
 
 /// Run `deelbo rff fit`.

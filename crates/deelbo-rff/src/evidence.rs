@@ -100,6 +100,20 @@ pub(crate) fn solve_lower_matrix(
         .map_err(|e| crate::error::linalg_error(what, e))
 }
 
+/// Lower Cholesky factor of the `N x N` evidence covariance `C = tau Phi Phi^T + s_n^2 I`.
+fn covariance_cholesky(phi: ArrayView2<'_, f64>, tau: f64, s2: f64) -> Result<Array2<f64>> {
+    let mut c = phi.dot(&phi.t()) * tau;
+    c.diag_mut().mapv_inplace(|v| v + s2);
+    cholesky_lower("the evidence covariance tau Phi Phi^T + s_n^2 I", &c)
+}
+
+/// Lower Cholesky factor of the `R x R` posterior precision `A = Phi^T Phi/s_n^2 + I/tau`.
+fn precision_cholesky(phi: ArrayView2<'_, f64>, tau: f64, s2: f64) -> Result<Array2<f64>> {
+    let mut a = phi.t().dot(&phi) / s2;
+    a.diag_mut().mapv_inplace(|v| v + 1.0 / tau);
+    cholesky_lower("the posterior precision Phi^T Phi/s_n^2 + I/tau", &a)
+}
+
 /// `ln N(y | 0, tau Phi Phi^T + s_n^2 I)` in nats, by Cholesky of the `N x N` covariance when
 /// `N <= R` and of the `R x R` matrix `A = Phi^T Phi/s_n^2 + I/tau` otherwise (module docs).
 /// Errors: shape mismatch, non-positive hyperparameters, Cholesky failure (typed).
@@ -114,16 +128,12 @@ pub fn log_evidence(
     check_hyper(tau, noise_variance)?;
     let s2 = noise_variance;
     if n <= r {
-        let mut c = phi.dot(&phi.t()) * tau;
-        c.diag_mut().mapv_inplace(|v| v + s2);
-        let l = cholesky_lower("the evidence covariance tau Phi Phi^T + s_n^2 I", &c)?;
+        let l = covariance_cholesky(phi, tau, s2)?;
         let z = solve_lower("the evidence covariance", &l, &y.to_owned())?;
         let log_det = 2.0 * l.diag().iter().map(|v| v.ln()).sum::<f64>();
         Ok(-0.5 * (n as f64 * LN_2PI + log_det + z.dot(&z)))
     } else {
-        let mut a = phi.t().dot(&phi) / s2;
-        a.diag_mut().mapv_inplace(|v| v + 1.0 / tau);
-        let l = cholesky_lower("the posterior precision Phi^T Phi/s_n^2 + I/tau", &a)?;
+        let l = precision_cholesky(phi, tau, s2)?;
         let c = phi.t().dot(&y) / s2;
         let z = solve_lower("the posterior precision", &l, &c)?;
         let log_det_a = 2.0 * l.diag().iter().map(|v| v.ln()).sum::<f64>();
@@ -246,9 +256,7 @@ impl ExactPosterior {
         let (n, r) = phi.dim();
         let s2 = noise_variance;
         if n <= r {
-            let mut c = phi.dot(&phi.t()) * tau;
-            c.diag_mut().mapv_inplace(|v| v + s2);
-            let l = cholesky_lower("the evidence covariance tau Phi Phi^T + s_n^2 I", &c)?;
+            let l = covariance_cholesky(phi, tau, s2)?;
             let z = solve_lower("the evidence covariance", &l, &y.to_owned())?;
             let alpha = l
                 .t()
@@ -264,9 +272,7 @@ impl ExactPosterior {
                 tau,
             })
         } else {
-            let mut a = phi.t().dot(&phi) / s2;
-            a.diag_mut().mapv_inplace(|v| v + 1.0 / tau);
-            let l = cholesky_lower("the posterior precision Phi^T Phi/s_n^2 + I/tau", &a)?;
+            let l = precision_cholesky(phi, tau, s2)?;
             let c = phi.t().dot(&y) / s2;
             let z = solve_lower("the posterior precision", &l, &c)?;
             let mean = l

@@ -82,35 +82,35 @@ impl LaplaceAt<'_> {
             }
         }
         let (dt, ds) = (tg[1] - tg[0], sg[1] - sg[0]);
+        // Refine one coordinate (0: ln tau, 1: ln s_n^2) within a grid step of the best point.
+        let refine = |best: (f64, f64, f64), axis: usize| -> Result<(f64, f64, f64)> {
+            let (centre, step, range) = if axis == 0 {
+                (best.1, dt, LN_TAU_RANGE)
+            } else {
+                (best.2, ds, s2_range)
+            };
+            let r = maximize(
+                &GridSearch {
+                    lower: (centre - step).max(range.0),
+                    upper: (centre + step).min(range.1),
+                    grid_points: 3,
+                    tolerance: 1e-4,
+                },
+                "LA-LML hyperparameters",
+                |v| {
+                    let (t, s) = if axis == 0 { (v, best.2) } else { (best.1, v) };
+                    Ok((self.evaluate(t, s)?.value, ()))
+                },
+            )?;
+            Ok(match (r.value > best.0, axis) {
+                (true, 0) => (r.value, r.argmax, best.2),
+                (true, _) => (r.value, best.1, r.argmax),
+                (false, _) => best,
+            })
+        };
         for _ in 0..INNER_ROUNDS {
-            let s_fixed = best.2;
-            let rt = maximize(
-                &GridSearch {
-                    lower: (best.1 - dt).max(LN_TAU_RANGE.0),
-                    upper: (best.1 + dt).min(LN_TAU_RANGE.1),
-                    grid_points: 3,
-                    tolerance: 1e-4,
-                },
-                "LA-LML prior variance",
-                |t| Ok((self.evaluate(t, s_fixed)?.value, ())),
-            )?;
-            if rt.value > best.0 {
-                best = (rt.value, rt.argmax, s_fixed);
-            }
-            let t_fixed = best.1;
-            let rs = maximize(
-                &GridSearch {
-                    lower: (best.2 - ds).max(s2_range.0),
-                    upper: (best.2 + ds).min(s2_range.1),
-                    grid_points: 3,
-                    tolerance: 1e-4,
-                },
-                "LA-LML noise",
-                |s| Ok((self.evaluate(t_fixed, s)?.value, ())),
-            )?;
-            if rs.value > best.0 {
-                best = (rs.value, t_fixed, rs.argmax);
-            }
+            best = refine(best, 0)?;
+            best = refine(best, 1)?;
         }
         Ok(best)
     }

@@ -89,23 +89,15 @@ impl Spectrum {
         if n <= r {
             let gram = phi.dot(&phi.t());
             let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
-            let projected: Array1<f64> = e.t().dot(&y);
-            let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
-            let cross = projected
-                .iter()
-                .zip(&eigenvalues)
-                .map(|(y, l)| y * l.sqrt())
-                .collect();
-            Ok(Self {
+            Ok(Self::in_example_basis(
                 eigenvalues,
-                projected_targets: projected.to_vec(),
-                cross_targets: cross,
-                orthogonal_energy: (yy - energy).max(0.0),
+                e,
+                y,
+                yy,
                 trace,
-                examples: n,
-                features: r,
-                basis: Basis::Examples(e),
-            })
+                r,
+                Basis::Examples,
+            ))
         } else {
             let gram = phi.t().dot(&phi);
             let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
@@ -149,22 +141,46 @@ impl Spectrum {
         }
         let trace = k.diag().sum();
         let (eigenvalues, e) = eigh_of("the kernel matrix", &k.to_owned())?;
+        let yy = deelbo_core::tensor::deterministic_sum(y.iter().map(|v| v * v));
+        Ok(Self::in_example_basis(
+            eigenvalues,
+            e,
+            y,
+            yy,
+            trace,
+            n,
+            Basis::Kernel,
+        ))
+    }
+
+    /// A spectrum whose eigenvectors `E` live in example space (`U = E`): `y~ = E^T y`,
+    /// `c~_i = s_i y~_i`, `y_perp^2 = ||y||^2 - ||y~||^2` (rounding only).
+    fn in_example_basis(
+        eigenvalues: Vec<f64>,
+        e: Array2<f64>,
+        y: ArrayView1<'_, f64>,
+        yy: f64,
+        trace: f64,
+        features: usize,
+        basis: fn(Array2<f64>) -> Basis,
+    ) -> Self {
         let projected: Array1<f64> = e.t().dot(&y);
+        let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
         let cross = projected
             .iter()
             .zip(&eigenvalues)
             .map(|(y, l)| y * l.sqrt())
             .collect();
-        Ok(Self {
+        Self {
+            examples: y.len(),
             eigenvalues,
             projected_targets: projected.to_vec(),
             cross_targets: cross,
-            orthogonal_energy: 0.0,
+            orthogonal_energy: (yy - energy).max(0.0),
             trace,
-            examples: n,
-            features: n,
-            basis: Basis::Kernel(e),
-        })
+            features,
+            basis: basis(e),
+        }
     }
 
     /// `k`, the number of components.

@@ -14,7 +14,7 @@
 //! | [`evidence`] | exact log evidence (Cholesky, `N x N` or `R x R`), posterior, type-II ML |
 //! | [`elbo`] | the closed-form (DE-)ELBO, its coordinate updates, the envelope gradient |
 //! | [`search`] | bounded 1-D search: global grid + golden section |
-//! | [`fit`] | methods, settings, the lengthscale search, ARD |
+//! | [`mod@fit`] | methods, settings, the lengthscale search, ARD |
 //! | [`map_grid`], [`laplace`], [`gp`] | the baselines |
 //! | [`model`] | a fitted, serializable model; predictions with mean and std |
 //! | [`metrics`] | RMSE, Gaussian NLL |

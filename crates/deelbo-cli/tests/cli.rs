@@ -146,6 +146,18 @@ fn help_everywhere_and_usage_errors_exit_2() {
             "0",
         ],
         vec!["kappa", "--params", "0", "--examples", "3"],
+        vec![
+            "rff",
+            "fit",
+            "--data",
+            s(&data),
+            "--target",
+            "y",
+            "--model",
+            s(&model),
+            "--grid-points",
+            "1",
+        ],
     ] {
         let r = deelbo(&args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
@@ -359,6 +371,8 @@ fn fit_then_predict_round_trip() {
             "64",
             "--method",
             method,
+            "--grid-points",
+            "20",
         ]);
         assert_eq!(r.code, 0, "{method}: {}", r.stderr);
         assert!(r.stdout.contains("noise std"), "{method}: {}", r.stdout);

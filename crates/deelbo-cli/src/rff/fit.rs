@@ -72,6 +72,11 @@ pub struct FitArgs {
     /// One lengthscale per input column (de-elbo and elbo only).
     #[arg(long)]
     pub ard: bool,
+    /// Points of the global lengthscale grid (l/sqrt(d) log-spaced in [0.01, 10] on standardized
+    /// inputs, then golden-section refinement). Each point costs one eigendecomposition of size
+    /// min(rows, R): lower it for large data.
+    #[arg(long, value_name = "G", default_value_t = 90, value_parser = clap::value_parser!(u32).range(2..=10000))]
+    pub grid_points: u32,
     /// Seed of the random features (and of the map-grid split).
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
@@ -125,7 +130,11 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let config = FitConfig::new(method)
         .with_features(args.features as usize)
         .with_seed(args.seed)
-        .with_ard(args.ard);
+        .with_ard(args.ard)
+        .with_lengthscale_search(deelbo_rff::search::GridSearch {
+            grid_points: args.grid_points as usize,
+            ..deelbo_rff::fit::DEFAULT_LENGTHSCALE_SEARCH
+        });
     let start = Instant::now();
     let report = fit(&data, &config).with_context(|| format!("fitting {}", args.data.display()))?;
     let seconds = start.elapsed().as_secs_f64();

@@ -1,0 +1,181 @@
+//! `deelbo rff fit`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use deelbo_core::KappaRule;
+use deelbo_rff::{Dataset, FitConfig, Method, fit, metrics::rmse};
+use serde::Serialize;
+
+use crate::csv_data::read_training;
+use crate::model_file::ModelFile;
+use crate::table::format_lengthscale;
+
+/// The fitting methods offered on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Data-emphasized ELBO (kappa = D/N unless --kappa says otherwise).
+    DeElbo,
+    /// Plain ELBO (kappa = 1).
+    Elbo,
+    /// Exact evidence maximization (type-II maximum likelihood).
+    Evidence,
+    /// MAP weights, hyperparameters by grid search on an 80/20 split.
+    MapGrid,
+}
+
+/// A kappa given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KappaArg {
+    /// D/N.
+    DataEmphasized,
+    /// D/(2N).
+    Half,
+    /// A number >= 1.
+    Fixed(f64),
+}
+
+fn parse_kappa(s: &str) -> Result<KappaArg, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "d/n" | "dn" => Ok(KappaArg::DataEmphasized),
+        "d/2n" | "d/(2n)" | "half" => Ok(KappaArg::Half),
+        other => match other.parse::<f64>() {
+            Ok(k) if k.is_finite() && k >= 1.0 => Ok(KappaArg::Fixed(k)),
+            Ok(k) => Err(format!("kappa must be a finite number >= 1, got {k}")),
+            Err(_) => Err(format!(
+                "expected a number >= 1, 'd/n' or 'd/2n', got '{s}'"
+            )),
+        },
+    }
+}
+
+/// Arguments of `deelbo rff fit`.
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Training data: CSV with a header row; every column except the target is an input.
+    #[arg(long, value_name = "FILE.csv")]
+    pub data: PathBuf,
+    /// Name of the target column.
+    #[arg(long, value_name = "COLUMN")]
+    pub target: String,
+    /// How to learn the hyperparameters.
+    #[arg(long, value_enum, default_value_t = MethodArg::DeElbo)]
+    pub method: MethodArg,
+    /// Likelihood weight for de-elbo: a number >= 1, 'd/n' (default) or 'd/2n'; D = --features.
+    #[arg(long, value_name = "K", value_parser = parse_kappa)]
+    pub kappa: Option<KappaArg>,
+    /// Number of random Fourier features R.
+    #[arg(long, value_name = "R", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub features: u32,
+    /// One lengthscale per input column (de-elbo and elbo only).
+    #[arg(long)]
+    pub ard: bool,
+    /// Points of the global lengthscale grid (l/sqrt(d) log-spaced in [0.01, 10] on standardized
+    /// inputs, then golden-section refinement). Each point costs one eigendecomposition of size
+    /// min(rows, R): lower it for large data.
+    #[arg(long, value_name = "G", default_value_t = 90, value_parser = clap::value_parser!(u32).range(2..=10000))]
+    pub grid_points: u32,
+    /// Seed of the random features (and of the map-grid split).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the fitted model (JSON).
+    #[arg(long, value_name = "MODEL.json")]
+    pub model: PathBuf,
+    /// Print the learned hyperparameters as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `--json` output: the results.json field names (test metrics are null: no test data).
+#[derive(Debug, Serialize)]
+struct FitJson {
+    #[serde(flatten)]
+    summary: deelbo_rff::FitSummary,
+    test_rmse: Option<f64>,
+    test_nll: Option<f64>,
+    seconds: f64,
+}
+
+/// A usage error found after parsing: one line on stderr, exit code 2 (like clap's own).
+fn usage_error(message: String) -> ! {
+    eprintln!("error: {message} (see 'deelbo rff fit --help')");
+    std::process::exit(2)
+}
+
+/// Run `deelbo rff fit`.
+pub fn run(args: &FitArgs) -> Result<()> {
+    let method = match (args.method, args.kappa) {
+        (MethodArg::DeElbo, None | Some(KappaArg::DataEmphasized)) => {
+            Method::Elbo(KappaRule::DataEmphasized)
+        }
+        (MethodArg::DeElbo, Some(KappaArg::Half)) => Method::Elbo(KappaRule::HalfDataEmphasized),
+        (MethodArg::DeElbo, Some(KappaArg::Fixed(k))) => Method::Elbo(KappaRule::Fixed(k)),
+        (MethodArg::Elbo, None) => Method::Elbo(KappaRule::Standard),
+        (MethodArg::Evidence, None) => Method::Evidence,
+        (MethodArg::MapGrid, None) => Method::MapGrid,
+        (m, Some(_)) => usage_error(format!(
+            "--kappa applies to --method de-elbo only, not {}",
+            m.to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        )),
+    };
+    if args.ard && matches!(args.method, MethodArg::Evidence | MethodArg::MapGrid) {
+        usage_error("--ard is supported by --method de-elbo and elbo only".to_string());
+    }
+    let table = read_training(&args.data, &args.target)?;
+    let data =
+        Dataset::new(table.x, table.y).with_context(|| format!("{}", args.data.display()))?;
+    let config = FitConfig::new(method)
+        .with_features(args.features as usize)
+        .with_seed(args.seed)
+        .with_ard(args.ard)
+        .with_lengthscale_search(deelbo_rff::search::GridSearch {
+            grid_points: args.grid_points as usize,
+            ..deelbo_rff::fit::DEFAULT_LENGTHSCALE_SEARCH
+        });
+    let start = Instant::now();
+    let report = fit(&data, &config).with_context(|| format!("fitting {}", args.data.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let model = report.model;
+    let train = model.predict(data.x())?;
+    let train_rmse = rmse(&data.y().to_vec(), &train.mean.to_vec())?;
+    let summary = model.summary(train_rmse);
+    ModelFile::new(args.target.clone(), table.inputs.clone(), model).save(&args.model)?;
+    if args.json {
+        let out = FitJson {
+            summary,
+            test_rmse: None,
+            test_nll: None,
+            seconds,
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "data            {} ({} rows, {} inputs: {})",
+            args.data.display(),
+            data.len(),
+            data.dim(),
+            table.inputs.join(", ")
+        );
+        println!("method          {}", summary.method);
+        if let Some(k) = summary.kappa {
+            println!("kappa           {k}");
+        }
+        println!(
+            "lengthscale     {}",
+            format_lengthscale(&summary.lengthscale)
+        );
+        println!("noise std       {:.6}", summary.noise_std);
+        println!("prior variance  {:.6}", summary.prior_variance);
+        if let Some(s) = summary.sigma {
+            println!("posterior sigma {s:.6}");
+        }
+        println!("objective       {:.4} nats", summary.objective);
+        println!("train RMSE      {:.6}", summary.train_rmse);
+        println!("seconds         {seconds:.3}");
+        println!("model           {}", args.model.display());
+    }
+    Ok(())
+}

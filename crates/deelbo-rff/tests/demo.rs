@@ -1,0 +1,191 @@
+//! The paper's experiment in its real configuration (N = 20, R = 1024, seed 0), run once and
+//! checked qualitatively with margins measured on this configuration (numbers in comments).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::sync::OnceLock;
+
+use deelbo_rff::Lengthscale;
+use deelbo_rff::demo::{DemoConfig, DemoReport, MethodOutcome, run_demo};
+
+fn report() -> &'static DemoReport {
+    static REPORT: OnceLock<DemoReport> = OnceLock::new();
+    REPORT.get_or_init(|| run_demo(&DemoConfig::default(), |_| {}).unwrap())
+}
+
+fn get<'a>(r: &'a DemoReport, method: &str) -> &'a MethodOutcome {
+    r.method(method)
+        .unwrap_or_else(|| panic!("no method {method}"))
+}
+
+fn ls(m: &MethodOutcome) -> f64 {
+    match m.summary.lengthscale {
+        Lengthscale::Isotropic(l) => l,
+        Lengthscale::Ard(_) => panic!("isotropic expected"),
+    }
+}
+
+#[test]
+fn plain_elbo_underfits_and_data_emphasis_fixes_it() {
+    let r = report();
+    let elbo = get(r, "elbo");
+    let half = get(r, "de-elbo-half");
+    let evidence = get(r, "evidence");
+    // Measured: ELBO noise 0.421 (true 0.1), D/(2N) 0.129, evidence 0.125.
+    assert!(
+        elbo.summary.noise_std > 0.3,
+        "ELBO noise {}",
+        elbo.summary.noise_std
+    );
+    assert!(elbo.summary.noise_std > 2.5 * half.summary.noise_std);
+    assert!(
+        (0.06..0.2).contains(&half.summary.noise_std),
+        "D/(2N) noise {}",
+        half.summary.noise_std
+    );
+    assert!((0.06..0.2).contains(&evidence.summary.noise_std));
+    // Measured test RMSE: ELBO 0.404, D/(2N) 0.328, evidence 0.230.
+    assert!(
+        elbo.test_rmse > half.test_rmse + 0.04,
+        "{} vs {}",
+        elbo.test_rmse,
+        half.test_rmse
+    );
+    assert!(elbo.test_rmse > evidence.test_rmse + 0.1);
+    // Plain ELBO is the only one explaining the data as noise: largest training RMSE.
+    assert!(elbo.summary.train_rmse > 2.0 * half.summary.train_rmse);
+}
+
+#[test]
+fn kappa_equal_to_r_is_overconfident() {
+    let r = report();
+    let k_r = r.sweep(1024.0).unwrap();
+    let dn = get(r, "de-elbo");
+    let half = get(r, "de-elbo-half");
+    assert_eq!(k_r.summary.kappa, Some(1024.0));
+    // Measured test NLL: kappa = R 5.0e7, D/N 825, D/(2N) 1.14.
+    assert!(
+        k_r.test_nll > 1e3 * half.test_nll.max(1.0),
+        "{} vs {}",
+        k_r.test_nll,
+        half.test_nll
+    );
+    assert!(
+        k_r.test_nll > 10.0 * dn.test_nll,
+        "{} vs {}",
+        k_r.test_nll,
+        dn.test_nll
+    );
+    assert!(k_r.summary.noise_std < 0.01);
+}
+
+#[test]
+fn kappa_d_over_n_sits_on_the_interpolation_boundary() {
+    // kappa N = R: along the interpolating solution J is flat in the noise and favours the
+    // smallest min-norm interpolant, i.e. the shortest lengthscale. Measured: l = 0.008 (the
+    // search's lower end, 0.01 x std(x) = 0.0084), noise 0.012, test RMSE 0.68.
+    let r = report();
+    let dn = get(r, "de-elbo");
+    let half = get(r, "de-elbo-half");
+    assert_eq!(dn.summary.kappa, Some(51.2));
+    assert_eq!(half.summary.kappa, Some(25.6));
+    assert!(
+        ls(dn) < 0.05 && ls(dn) < ls(half) / 3.0,
+        "D/N l {} vs D/(2N) {}",
+        ls(dn),
+        ls(half)
+    );
+    assert!(dn.summary.noise_std < 0.05);
+    assert!(dn.test_rmse > half.test_rmse + 0.2);
+}
+
+#[test]
+fn evidence_agrees_with_the_exact_gp_and_laplace_overfits() {
+    let r = report();
+    let ev = get(r, "evidence");
+    let gp = get(r, "gp");
+    let la = get(r, "la-lml");
+    let map = get(r, "map-grid");
+    // Measured: RFF evidence l 0.436 / noise 0.125; GP l 0.456 / noise 0.126.
+    assert!(
+        (ls(ev) / ls(gp) - 1.0).abs() < 0.15,
+        "l {} vs {}",
+        ls(ev),
+        ls(gp)
+    );
+    assert!((ev.summary.noise_std / gp.summary.noise_std - 1.0).abs() < 0.15);
+    assert!((ev.test_rmse - gp.test_rmse).abs() < 0.05);
+    // LA-LML runs to the noise floor (measured 7e-5) and the shortest lengthscale.
+    assert!(
+        la.summary.noise_std < 0.01,
+        "LA-LML noise {}",
+        la.summary.noise_std
+    );
+    assert!(la.test_nll > ev.test_nll + 1.0);
+    // MAP + grid search, with its validation split, is a reasonable fit (measured RMSE 0.228).
+    assert!(map.test_rmse < 0.3 && map.summary.noise_std < 0.3);
+}
+
+#[test]
+fn the_sweep_trades_noise_for_fit_monotonically() {
+    let r = report();
+    let kappas: Vec<f64> = r
+        .kappa_sweep
+        .iter()
+        .map(|m| m.summary.kappa.unwrap())
+        .collect();
+    assert_eq!(kappas, vec![1.0, 6.0, 25.6, 51.2, 181.0, 1024.0]);
+    // Measured noise: 0.421, 0.207, 0.129, 0.012, 7e-5, 7e-5.
+    for w in r.kappa_sweep.windows(2) {
+        assert!(w[1].summary.noise_std <= w[0].summary.noise_std * (1.0 + 1e-9));
+        assert!(w[1].summary.train_rmse <= w[0].summary.train_rmse * (1.0 + 1e-9));
+    }
+    // The sweep's kappa = 1 is the plain ELBO, bit for bit.
+    assert_eq!(
+        r.kappa_sweep[0].summary.objective,
+        get(r, "elbo").summary.objective
+    );
+}
+
+#[test]
+fn results_serialize_with_the_issue_field_names() {
+    let r = report();
+    let v = serde_json::to_value(r).unwrap();
+    let obj = v.as_object().unwrap();
+    let mut top: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+    top.sort_unstable();
+    assert_eq!(top, ["data", "kappa_sweep", "methods"]);
+    assert_eq!(v["data"]["n"], 20);
+    assert_eq!(v["data"]["seed"], 0);
+    let mut expected = [
+        "method",
+        "kappa",
+        "lengthscale",
+        "noise_std",
+        "prior_variance",
+        "sigma",
+        "objective",
+        "train_rmse",
+        "test_rmse",
+        "test_nll",
+        "seconds",
+    ];
+    expected.sort_unstable();
+    for entry in v["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["kappa_sweep"].as_array().unwrap())
+    {
+        let mut keys: Vec<&str> = entry
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert!(entry["lengthscale"].is_number());
+    }
+    assert_eq!(v["methods"].as_array().unwrap().len(), 7);
+}

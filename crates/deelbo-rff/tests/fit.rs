@@ -1,0 +1,160 @@
+//! Fitting end to end: determinism, serialization, ARD, the R < N path, and bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use deelbo_core::KappaRule;
+use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_rff::map_grid::MapGridSettings;
+use deelbo_rff::search::GridSearch;
+use deelbo_rff::{Dataset, FitConfig, Lengthscale, Method, RffError, RffModel, fit};
+use ndarray::{Array1, Array2, array};
+
+fn coarse() -> GridSearch {
+    GridSearch {
+        grid_points: 30,
+        ..deelbo_rff::fit::DEFAULT_LENGTHSCALE_SEARCH
+    }
+}
+
+fn sine(n: usize, d: usize, seed: u64) -> Dataset {
+    let x = Array2::from_shape_fn((n, d), |(i, k)| {
+        f64::from(normal_at(NoiseKey::new(seed, 1), (i * d + k) as u64))
+    });
+    let y = Array1::from_shape_fn(n, |i| {
+        (3.0 * x[[i, 0]]).sin() + 0.1 * f64::from(normal_at(NoiseKey::new(seed, 2), i as u64))
+    });
+    Dataset::new(x, y).unwrap()
+}
+
+#[test]
+fn fits_are_deterministic_and_models_round_trip_through_json() {
+    let data = sine(25, 1, 1);
+    for method in [
+        Method::Elbo(KappaRule::DataEmphasized),
+        Method::Evidence,
+        Method::MapGrid,
+        Method::LaplaceDiag,
+    ] {
+        let cfg = FitConfig::new(method)
+            .with_features(128)
+            .with_lengthscale_search(coarse());
+        let a = fit(&data, &cfg).unwrap().model;
+        let b = fit(&data, &cfg).unwrap().model;
+        assert_eq!(a, b, "{method:?} not deterministic");
+        let json = serde_json::to_string(&a).unwrap();
+        let back: RffModel = serde_json::from_str(&json).unwrap();
+        back.validate().unwrap();
+        let pa = a.predict(data.x()).unwrap();
+        let pb = back.predict(data.x()).unwrap();
+        for (u, v) in pa.mean.iter().zip(&pb.mean) {
+            assert_eq!(
+                u.to_bits(),
+                v.to_bits(),
+                "{method:?} mean changed through JSON"
+            );
+        }
+        for (u, v) in pa.std.iter().zip(&pb.std) {
+            assert_eq!(u.to_bits(), v.to_bits());
+        }
+    }
+}
+
+#[test]
+fn more_data_than_features_recovers_the_noise() {
+    // N = 300 > R = 96: the R x R path. True noise 0.1.
+    let data = sine(300, 1, 2);
+    for method in [Method::Elbo(KappaRule::Standard), Method::Evidence] {
+        let cfg = FitConfig::new(method)
+            .with_features(96)
+            .with_lengthscale_search(coarse());
+        let m = fit(&data, &cfg).unwrap().model;
+        assert!(
+            (0.08..0.13).contains(&m.noise_std()),
+            "{method:?}: noise {}",
+            m.noise_std()
+        );
+    }
+}
+
+#[test]
+fn ard_finds_the_irrelevant_input() {
+    // y depends on x0 only; x1 is noise. ARD should give x1 a much longer lengthscale.
+    let data = sine(40, 2, 3);
+    let kappa = KappaRule::Fixed(2.0);
+    let base = FitConfig::new(Method::Elbo(kappa))
+        .with_features(128)
+        .with_lengthscale_search(coarse());
+    let iso = fit(&data, &base).unwrap().model;
+    let ard = fit(&data, &base.clone().with_ard(true)).unwrap().model;
+    let Lengthscale::Ard(ls) = &ard.lengthscale else {
+        panic!("expected ARD lengthscales")
+    };
+    assert!(ls[1] > 3.0 * ls[0], "ARD lengthscales {ls:?}");
+    assert!(
+        ard.objective >= iso.objective,
+        "ARD {} below isotropic {}",
+        ard.objective,
+        iso.objective
+    );
+    // Predictions accept the same inputs.
+    assert_eq!(ard.predict(data.x()).unwrap().mean.len(), 40);
+}
+
+#[test]
+fn bad_input_gives_typed_errors() {
+    let x = array![[0.0], [1.0], [2.0]];
+    assert!(matches!(
+        Dataset::new(x.clone(), array![1.0, f64::NAN, 2.0]),
+        Err(RffError::NonFinite { row: 1, .. })
+    ));
+    assert!(matches!(
+        Dataset::new(array![[0.0], [f64::INFINITY]], array![1.0, 2.0]),
+        Err(RffError::NonFinite {
+            row: 1,
+            column: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Dataset::new(x.clone(), array![2.0, 2.0, 2.0]),
+        Err(RffError::ConstantTarget { .. })
+    ));
+    assert!(matches!(
+        Dataset::new(array![[0.0]], array![1.0]),
+        Err(RffError::TooFewExamples { .. })
+    ));
+    assert!(matches!(
+        Dataset::new(x.clone(), array![1.0, 2.0]),
+        Err(RffError::Shape { .. })
+    ));
+    let tiny = Dataset::new(x, array![1.0, 2.0, 0.5]).unwrap();
+    let map = FitConfig::new(Method::MapGrid)
+        .with_features(16)
+        .with_map_grid(MapGridSettings::default());
+    assert!(matches!(
+        fit(&tiny, &map),
+        Err(RffError::TooFewExamples { required: 5, .. })
+    ));
+    let ard_ev = FitConfig::new(Method::Evidence)
+        .with_features(16)
+        .with_ard(true);
+    assert!(matches!(
+        fit(&tiny, &ard_ev),
+        Err(RffError::InvalidConfig { .. })
+    ));
+    let ok = fit(
+        &tiny,
+        &FitConfig::new(Method::Evidence)
+            .with_features(16)
+            .with_lengthscale_search(coarse()),
+    )
+    .unwrap();
+    assert!(matches!(
+        ok.model.predict(array![[1.0, 2.0]].view()),
+        Err(RffError::Shape { .. })
+    ));
+    assert!(matches!(
+        ok.model.predict(array![[f64::NAN]].view()),
+        Err(RffError::NonFinite { .. })
+    ));
+}

@@ -167,18 +167,18 @@ impl DeviceParamBlock {
     /// `deelbo_core::noise::normal_at(key, first_index + i)`), writes `w_i = m_i + sigma_i eps_i`
     /// into [`Self::sample`], and reduces `M = ||m - mu||^2` (and, for a diagonal scale,
     /// `sum sigma_j^2`, `sum ln sigma_j^2`) in `f64` with a deterministic two-stage reduction.
-    /// Returns after reading the three sums back (so it synchronizes).
+    /// [`Self::enqueue_forward`] then [`Self::read_forward_stats`]: returns after reading the
+    /// three sums back, so it synchronizes.
     pub fn forward(&mut self, scale: DeviceScale<'_>, key: NoiseKey) -> Result<ForwardStats> {
-        self.check_scale(scale)?;
-        let n = self.len() as u64;
-        if n > 0 {
-            self.launch_forward(scale, key)?;
-        }
-        let [sq_dist, sum_sigma2, sum_ln_sigma2] = if n > 0 {
-            self.dev.read_f64::<3>(&self.reduction.result)?
-        } else {
-            [0.0; 3]
-        };
+        self.enqueue_forward(scale, key)?;
+        self.read_forward_stats(scale)
+    }
+
+    /// Read back the reductions of the last queued forward pass (waits for it) as
+    /// [`ForwardStats`] for `scale` (the scale that pass used).
+    pub fn read_forward_stats(&self, scale: DeviceScale<'_>) -> Result<ForwardStats> {
+        let [sq_dist, sum_sigma2, sum_ln_sigma2] =
+            self.dev.read_f64::<3>(&self.reduction.result)?;
         Ok(ForwardStats {
             len: self.len(),
             sq_dist,
@@ -194,8 +194,11 @@ impl DeviceParamBlock {
         })
     }
 
-    /// Queue the fused forward kernel without reading the result back.
-    pub(crate) fn launch_forward(&mut self, scale: DeviceScale<'_>, key: NoiseKey) -> Result<()> {
+    /// Queue the fused forward kernel on the device's stream without waiting for it (the sample
+    /// and the reductions are ready after the next synchronizing call, e.g.
+    /// [`Self::read_forward_stats`]). Checks the scale first.
+    pub fn enqueue_forward(&mut self, scale: DeviceScale<'_>, key: NoiseKey) -> Result<()> {
+        self.check_scale(scale)?;
         let n = self.len() as u64;
         let first = self.first_index;
         let [k0, k1, s_lo, s_hi] = key_words(key);

@@ -95,8 +95,8 @@ impl NaiveStep {
         self.launch(f, grid_for(n, 1 << 20), &Args { ptrs, alpha, n: &n })
     }
 
-    /// `sum_i x_i` in `f64` (deterministic two-stage reduction), read back to the host.
-    fn sum(&mut self, x: u64) -> Result<f64> {
+    /// Queue `sum_i x_i` in `f64` (deterministic two-stage reduction) into the result buffer.
+    fn sum(&mut self, x: u64) -> Result<()> {
         let n = self.len() as u64;
         let inner = &self.dev.inner;
         let mut b = inner.stream.launch_builder(&inner.kernels.naive_sum);
@@ -109,6 +109,11 @@ impl NaiveStep {
         // and the partials hold MAX_REDUCTION_BLOCKS >= grid blocks.
         unsafe { b.launch(grid_for(n, u64::from(MAX_REDUCTION_BLOCKS))) }
             .map_err(driver("launching the naive sum kernel"))?;
+        Ok(())
+    }
+
+    /// Read the last queued sum back (waits for the queued work).
+    fn read_sum(&self) -> Result<f64> {
         Ok(self.dev.read_f64::<3>(&self.reduction.result)?[0])
     }
 
@@ -174,7 +179,8 @@ impl NaiveStep {
             None => self.elementwise(&k.naive_scale, &[diff, m], Some(&1.0f32))?,
         }
         self.elementwise(&k.naive_square, &[tmp2, diff], None)?;
-        let sq_dist = self.sum(tmp2)?;
+        self.sum(tmp2)?;
+        let sq_dist = self.read_sum()?;
         Ok(ForwardStats {
             len: self.len(),
             sq_dist,
@@ -206,9 +212,10 @@ impl NaiveStep {
         let (g, out) = (self.ptr(grad_sample), self.ptr(grad_mean));
         let (c, _, _) = kl.f32_constants();
         self.elementwise(&k.naive_mul, &[tmp, g, eps], None)?;
-        let noise_dot = self.sum(tmp)?;
+        self.sum(tmp)?;
         self.elementwise(&k.naive_scale, &[tmp2, diff], Some(&c))?;
         self.elementwise(&k.naive_add, &[out, g, tmp2], None)?;
+        let noise_dot = self.read_sum()?;
         Ok(BackwardStats {
             noise_dot,
             grad_sigma: Some(noise_dot + kl.isotropic_sigma_term(self.len(), f64::from(sigma))),

@@ -42,13 +42,15 @@ impl Reduction {
 
 /// The launch configuration of a kernel that handles whole Philox blocks (4 noise values each)
 /// of the `n` elements starting at noise index `first`, with a grid-stride loop:
-/// `min(ceil(blocks/256), MAX_REDUCTION_BLOCKS)` blocks of 256 threads. Depends on `(n, first)`
-/// only, so the reduction order (and result) is the same on every run.
-pub(crate) fn philox_launch(n: u64, first: u64) -> LaunchConfig {
+/// `min(ceil(blocks/256), max_grid)` blocks of 256 threads (`max_grid <= MAX_REDUCTION_BLOCKS`,
+/// one wave on the device). Depends on `(n, first, max_grid)` only, so the reduction order (and
+/// the result) is the same on every run.
+pub(crate) fn philox_launch(n: u64, first: u64, max_grid: u32) -> LaunchConfig {
     let philox_blocks = ((first + n).div_ceil(4)).saturating_sub(first / 4);
+    let cap = max_grid.clamp(1, MAX_REDUCTION_BLOCKS);
     let grid = philox_blocks
         .div_ceil(u64::from(BLOCK_THREADS))
-        .clamp(1, u64::from(MAX_REDUCTION_BLOCKS)) as u32;
+        .clamp(1, u64::from(cap)) as u32;
     LaunchConfig {
         grid_dim: (grid, 1, 1),
         block_dim: (BLOCK_THREADS, 1, 1),
@@ -207,7 +209,7 @@ impl DeviceParamBlock {
             DeviceScale::Diagonal(b) => (1.0f32, Some(&b.data)),
         };
         let vec4 = i32::from(first % 4 == 0);
-        let cfg = philox_launch(n, first);
+        let cfg = philox_launch(n, first, self.dev.reduction_grid());
         let inner = &self.dev.inner;
         let mut b = inner.stream.launch_builder(&inner.kernels.fused_forward);
         b.arg(&mut self.sample.data);
@@ -336,7 +338,7 @@ impl DeviceParamBlock {
                 Mode::Sgd(s) => (s.lr, s.momentum, 1i32),
             };
             let vec4 = i32::from(first % 4 == 0);
-            let cfg = philox_launch(n, first);
+            let cfg = philox_launch(n, first, self.dev.reduction_grid());
             let inner = &self.dev.inner;
             let mut b = inner.stream.launch_builder(&inner.kernels.fused_backward);
             b.arg(&grad_sample.data);

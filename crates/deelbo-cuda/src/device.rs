@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr};
 
 use crate::compile::{arch_for, compile_kernels, driver_available};
 use crate::error::{CudaError, Result, alloc, catch_panic, driver, ensure_len};
-use crate::source::names;
+use crate::source::{MAX_REDUCTION_BLOCKS, MIN_BLOCKS_PER_SM, names};
 
 /// The loaded kernel functions.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ pub(crate) struct Inner {
     pub(crate) kernels: Kernels,
     name: String,
     compute_capability: (i32, i32),
+    multiprocessors: u32,
 }
 
 /// A GPU with the deelbo kernels compiled and loaded. Cheap to clone (shared handle); every
@@ -92,6 +94,10 @@ impl CudaDevice {
         let compute_capability = ctx
             .compute_capability()
             .map_err(driver("reading the compute capability"))?;
+        let multiprocessors = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("reading the multiprocessor count"))?
+            .max(1) as u32;
         let ptx = compile_kernels(arch_for(compute_capability.0, compute_capability.1))?;
         let module = ctx
             .load_module(ptx)
@@ -119,6 +125,7 @@ impl CudaDevice {
                 kernels,
                 name,
                 compute_capability,
+                multiprocessors,
             }),
         })
     }
@@ -131,6 +138,17 @@ impl CudaDevice {
     /// The compute capability `(major, minor)`.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.inner.compute_capability
+    }
+
+    /// The number of streaming multiprocessors.
+    pub fn multiprocessors(&self) -> u32 {
+        self.inner.multiprocessors
+    }
+
+    /// The grid of the reduction kernels: one wave of `MIN_BLOCKS_PER_SM` blocks per
+    /// multiprocessor, at most `MAX_REDUCTION_BLOCKS`.
+    pub(crate) fn reduction_grid(&self) -> u32 {
+        (self.inner.multiprocessors * MIN_BLOCKS_PER_SM).clamp(1, MAX_REDUCTION_BLOCKS)
     }
 
     /// The cudarc context (for interop with other cudarc code).

@@ -16,7 +16,7 @@ use deelbo_core::posterior::ScaleStats;
 use crate::block::{DeviceParamBlock, Reduction, key_words, philox_launch};
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::error::{CudaError, Result, driver, ensure_len};
-use crate::source::{BLOCK_THREADS, MAX_REDUCTION_BLOCKS};
+use crate::source::BLOCK_THREADS;
 
 /// Buffers of the naive step for blocks of `D` weights: the tape (`eps`, `diff`) and two
 /// temporaries.
@@ -106,8 +106,8 @@ impl NaiveStep {
             .arg(&mut self.reduction.counter)
             .arg(&mut self.reduction.result);
         // SAFETY: matches `deelbo_naive_sum(x, n, partials, counter, result)`; x has length n
-        // and the partials hold MAX_REDUCTION_BLOCKS >= grid blocks.
-        unsafe { b.launch(grid_for(n, u64::from(MAX_REDUCTION_BLOCKS))) }
+        // and the partials hold MAX_REDUCTION_BLOCKS >= reduction_grid() >= grid blocks.
+        unsafe { b.launch(grid_for(n, u64::from(self.dev.reduction_grid()))) }
             .map_err(driver("launching the naive sum kernel"))?;
         Ok(())
     }
@@ -164,7 +164,7 @@ impl NaiveStep {
                 .arg(&vec4);
             // SAFETY: matches `deelbo_naive_normal(eps, n, first, k0, k1, s_lo, s_hi, vec4)`;
             // eps has length n and is a whole allocation (aligned for float4).
-            unsafe { b.launch(philox_launch(n, first)) }
+            unsafe { b.launch(philox_launch(n, first, self.dev.reduction_grid())) }
                 .map_err(driver("launching the naive noise kernel"))?;
         }
         // 2-3. w = m + sigma * eps

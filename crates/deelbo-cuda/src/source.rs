@@ -76,7 +76,7 @@ fn constant_defines() -> String {
 }
 
 /// The Philox4x32-10 block function and the Box–Muller transform as device functions: the
-/// mirror of [`rand_philox::philox4x32_10`] and [`deelbo_core::noise::box_muller`] /
+/// mirror of `rand_philox::philox4x32_10` and [`deelbo_core::noise::box_muller`] /
 /// `ln_f32` / `sincos_quadrant_f32`, operation for operation.
 ///
 /// Defines `deelbo_u4`, `deelbo_philox(c0, c1, c2, c3, k0, k1)`, `deelbo_ln(x)`,

@@ -16,7 +16,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use deelbo_bench::{data, size_label, sizes};
 use deelbo_core::NoiseKey;
 use deelbo_core::fused::{BACKWARD_BYTES_PER_WEIGHT, FORWARD_BYTES_PER_WEIGHT, KlGradScales};
-use deelbo_cuda::{CudaDevice, DeviceParamBlock, DeviceScale, NaiveStep, device_or_skip};
+use deelbo_cuda::{
+    CudaDevice, DeviceParamBlock, DeviceScale, ForwardKernel, NaiveStep, device_or_skip,
+};
 
 /// Time `iters` calls of `f` (each of which leaves work queued), synchronizing at the end.
 fn timed(dev: &CudaDevice, iters: u64, mut f: impl FnMut()) -> Duration {
@@ -84,6 +86,18 @@ fn gpu(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 timed(&dev, iters, || {
                     if let Err(e) = block.enqueue_forward(DeviceScale::Isotropic(0.01), key) {
+                        panic!("{e}");
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("fused_prefetch_queued", &label), |b| {
+            b.iter_custom(|iters| {
+                timed(&dev, iters, || {
+                    let kernel = ForwardKernel::Prefetch;
+                    if let Err(e) =
+                        block.enqueue_forward_with(kernel, DeviceScale::Isotropic(0.01), key)
+                    {
                         panic!("{e}");
                     }
                 })

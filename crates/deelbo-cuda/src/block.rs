@@ -19,6 +19,18 @@ pub enum DeviceScale<'a> {
     Diagonal(&'a DeviceBuffer),
 }
 
+/// Which fused forward kernel to run. Both give the same sample bits and reductions that agree
+/// to rounding; which one is faster is a measurement (`deelbo-bench-report` prints both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardKernel {
+    /// One Philox block per loop iteration, loads then arithmetic (47 registers, 5 blocks/SM).
+    #[default]
+    Plain,
+    /// Loads of the next block issued before the arithmetic of the current one (64 registers,
+    /// 4 blocks/SM), to keep memory requests in flight while computing.
+    Prefetch,
+}
+
 /// Scratch memory of the two-stage reduction: one partial per block and value, the ticket
 /// counter of the last-block pattern (reset by the kernel itself), and the results.
 #[derive(Debug)]
@@ -172,7 +184,17 @@ impl DeviceParamBlock {
     /// [`Self::enqueue_forward`] then [`Self::read_forward_stats`]: returns after reading the
     /// three sums back, so it synchronizes.
     pub fn forward(&mut self, scale: DeviceScale<'_>, key: NoiseKey) -> Result<ForwardStats> {
-        self.enqueue_forward(scale, key)?;
+        self.forward_with(ForwardKernel::default(), scale, key)
+    }
+
+    /// [`Self::forward`] with a chosen kernel.
+    pub fn forward_with(
+        &mut self,
+        kernel: ForwardKernel,
+        scale: DeviceScale<'_>,
+        key: NoiseKey,
+    ) -> Result<ForwardStats> {
+        self.enqueue_forward_with(kernel, scale, key)?;
         self.read_forward_stats(scale)
     }
 
@@ -200,6 +222,16 @@ impl DeviceParamBlock {
     /// and the reductions are ready after the next synchronizing call, e.g.
     /// [`Self::read_forward_stats`]). Checks the scale first.
     pub fn enqueue_forward(&mut self, scale: DeviceScale<'_>, key: NoiseKey) -> Result<()> {
+        self.enqueue_forward_with(ForwardKernel::default(), scale, key)
+    }
+
+    /// [`Self::enqueue_forward`] with a chosen kernel.
+    pub fn enqueue_forward_with(
+        &mut self,
+        kernel: ForwardKernel,
+        scale: DeviceScale<'_>,
+        key: NoiseKey,
+    ) -> Result<()> {
         self.check_scale(scale)?;
         let n = self.len() as u64;
         let first = self.first_index;
@@ -209,9 +241,16 @@ impl DeviceParamBlock {
             DeviceScale::Diagonal(b) => (1.0f32, Some(&b.data)),
         };
         let vec4 = i32::from(first % 4 == 0);
-        let cfg = philox_launch(n, first, self.dev.reduction_grid());
         let inner = &self.dev.inner;
-        let mut b = inner.stream.launch_builder(&inner.kernels.fused_forward);
+        let (function, max_grid) = match kernel {
+            ForwardKernel::Plain => (&inner.kernels.fused_forward, self.dev.reduction_grid()),
+            ForwardKernel::Prefetch => (
+                &inner.kernels.fused_forward_prefetch,
+                self.dev.prefetch_grid(),
+            ),
+        };
+        let cfg = philox_launch(n, first, max_grid);
+        let mut b = inner.stream.launch_builder(function);
         b.arg(&mut self.sample.data);
         b.arg(&self.mean.data);
         match &self.prior_mean {
@@ -233,8 +272,8 @@ impl DeviceParamBlock {
             .arg(&mut self.reduction.partials)
             .arg(&mut self.reduction.counter)
             .arg(&mut self.reduction.result);
-        // SAFETY: the argument list matches `deelbo_fused_forward` in `source.rs` (types and
-        // order); every buffer has length >= n (checked: sample/mean/prior/diagonal sigma have
+        // SAFETY: the argument list matches `deelbo_fused_forward` and
+        // `deelbo_fused_forward_prefetch` in `source.rs` (same signature: types and order); every buffer has length >= n (checked: sample/mean/prior/diagonal sigma have
         // length D = n) and the reduction buffers hold MAX_REDUCTION_BLOCKS >= grid blocks.
         unsafe { b.launch(cfg) }.map_err(driver("launching the fused forward kernel"))?;
         Ok(())

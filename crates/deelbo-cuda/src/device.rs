@@ -8,12 +8,13 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRep
 
 use crate::compile::{arch_for, compile_kernels, driver_available};
 use crate::error::{CudaError, Result, alloc, catch_panic, driver, ensure_len};
-use crate::source::{MAX_REDUCTION_BLOCKS, MIN_BLOCKS_PER_SM, names};
+use crate::source::{MAX_REDUCTION_BLOCKS, MIN_BLOCKS_PER_SM, PREFETCH_MIN_BLOCKS_PER_SM, names};
 
 /// The loaded kernel functions.
 #[derive(Debug)]
 pub(crate) struct Kernels {
     pub(crate) fused_forward: CudaFunction,
+    pub(crate) fused_forward_prefetch: CudaFunction,
     pub(crate) fused_backward: CudaFunction,
     pub(crate) naive_normal: CudaFunction,
     pub(crate) naive_scale: CudaFunction,
@@ -109,6 +110,7 @@ impl CudaDevice {
         };
         let kernels = Kernels {
             fused_forward: load(names::FUSED_FORWARD)?,
+            fused_forward_prefetch: load(names::FUSED_FORWARD_PREFETCH)?,
             fused_backward: load(names::FUSED_BACKWARD)?,
             naive_normal: load(names::NAIVE_NORMAL)?,
             naive_scale: load(names::NAIVE_SCALE)?,
@@ -149,6 +151,12 @@ impl CudaDevice {
     /// multiprocessor, at most `MAX_REDUCTION_BLOCKS`.
     pub(crate) fn reduction_grid(&self) -> u32 {
         (self.inner.multiprocessors * MIN_BLOCKS_PER_SM).clamp(1, MAX_REDUCTION_BLOCKS)
+    }
+
+    /// The grid of the prefetching forward kernel: one wave of `PREFETCH_MIN_BLOCKS_PER_SM`
+    /// blocks per multiprocessor.
+    pub(crate) fn prefetch_grid(&self) -> u32 {
+        (self.inner.multiprocessors * PREFETCH_MIN_BLOCKS_PER_SM).clamp(1, MAX_REDUCTION_BLOCKS)
     }
 
     /// The cudarc context (for interop with other cudarc code).

@@ -48,7 +48,7 @@ pub mod error;
 pub mod naive;
 pub mod source;
 
-pub use block::{DeviceParamBlock, DeviceScale};
+pub use block::{DeviceParamBlock, DeviceScale, ForwardKernel};
 pub use compile::{compile_kernels, driver_available, nvrtc_available};
 pub use device::{CudaDevice, DeviceBuffer};
 pub use error::{CudaError, Result};

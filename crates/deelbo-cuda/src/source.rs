@@ -25,6 +25,11 @@ pub const BLOCK_THREADS: u32 = 256;
 /// multiprocessors (so no partial last wave), each thread looping over the block.
 pub const MIN_BLOCKS_PER_SM: u32 = 5;
 
+/// Blocks per multiprocessor the prefetching forward kernel is compiled for: it holds the next
+/// block's inputs in registers too, so it gets up to 64 registers per thread (1024 resident
+/// threads per SM).
+pub const PREFETCH_MIN_BLOCKS_PER_SM: u32 = 4;
+
 /// The most blocks a reduction kernel launches (the size of the partial-sum buffer); a
 /// grid-stride loop covers larger inputs. The grid depends only on the input length and the
 /// device, so the reduction order, and the result, is the same on every run.
@@ -34,6 +39,8 @@ pub const MAX_REDUCTION_BLOCKS: u32 = 4096;
 pub mod names {
     /// Fused forward: noise, `w = m + sigma eps`, reductions, in one pass.
     pub const FUSED_FORWARD: &str = "deelbo_fused_forward";
+    /// The same with software prefetch of the next block's inputs.
+    pub const FUSED_FORWARD_PREFETCH: &str = "deelbo_fused_forward_prefetch";
     /// Fused backward: regenerated noise, mean gradient or momentum-SGD update, `sum g eps`.
     pub const FUSED_BACKWARD: &str = "deelbo_fused_backward";
     /// Naive: `eps_i` into a buffer.
@@ -52,8 +59,9 @@ pub mod names {
     pub const NAIVE_SUM: &str = "deelbo_naive_sum";
 
     /// Every entry point, for loading and for checking the compiled PTX.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         FUSED_FORWARD,
+        FUSED_FORWARD_PREFETCH,
         FUSED_BACKWARD,
         NAIVE_NORMAL,
         NAIVE_SCALE,
@@ -203,6 +211,10 @@ pub fn kernel_source() -> String {
     );
     let _ = writeln!(s, "#define DEELBO_BLOCK {BLOCK_THREADS}");
     let _ = writeln!(s, "#define DEELBO_MIN_BLOCKS {MIN_BLOCKS_PER_SM}");
+    let _ = writeln!(
+        s,
+        "#define DEELBO_PREFETCH_MIN_BLOCKS {PREFETCH_MIN_BLOCKS_PER_SM}"
+    );
     s.push_str(&item_source());
     s.push_str(KERNELS_BODY);
     s
@@ -265,6 +277,61 @@ __device__ __forceinline__ void deelbo_store4(float* __restrict__ p, const deelb
     }
 }
 
+/* The inputs of one Philox block of the forward pass. */
+struct deelbo_fwd_in {
+    float m[4], p[4], s[4];
+};
+
+/* Forward loads of one Philox block (separate from the arithmetic so a kernel can issue the
+   next block's loads before computing the current one). */
+__device__ __forceinline__ void deelbo_forward_load(const deelbo_span& sp,
+                                                    const float* __restrict__ m,
+                                                    const float* __restrict__ mu,
+                                                    const float* __restrict__ sigma_diag,
+                                                    float sigma, deelbo_fwd_in& in) {
+    deelbo_load4(m, sp, 0.0f, in.m);
+    if (mu) {
+        deelbo_load4(mu, sp, 0.0f, in.p);
+    } else {
+        in.p[0] = in.p[1] = in.p[2] = in.p[3] = 0.0f;
+    }
+    if (sigma_diag) {
+        deelbo_load4(sigma_diag, sp, 1.0f, in.s);
+    } else {
+        in.s[0] = in.s[1] = in.s[2] = in.s[3] = sigma;
+    }
+}
+
+/* Forward arithmetic of one Philox block j: noise, w = m + sigma eps (stored), f64 sums of
+   (m - mu)^2 and, when diag, of sigma^2 and ln sigma^2. */
+__device__ __forceinline__ void deelbo_forward_compute(deelbo_u64 j, const deelbo_span& sp,
+                                                       const deelbo_fwd_in& in,
+                                                       float* __restrict__ w, bool diag,
+                                                       deelbo_u32 k0, deelbo_u32 k1,
+                                                       deelbo_u32 s_lo, deelbo_u32 s_hi,
+                                                       double* acc) {
+    const deelbo_f4 zz = deelbo_normals(j, k0, k1, s_lo, s_hi);
+    const float z[4] = {zz.x, zz.y, zz.z, zz.w};
+    float wv[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        wv[k] = in.m[k] + in.s[k] * z[k];
+    }
+    deelbo_store4(w, sp, wv);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        if (k >= sp.lo && k < sp.hi) {
+            const double d = (double)in.m[k] - (double)in.p[k];
+            acc[0] += d * d;
+            if (diag) {
+                const double sd = in.s[k];
+                acc[1] += sd * sd;
+                acc[2] += 2.0 * log(sd);
+            }
+        }
+    }
+}
+
 /* Forward work of one Philox block j: loads, noise, w = m + sigma eps, f64 accumulations. */
 __device__ __forceinline__ void deelbo_forward_item(
     deelbo_u64 j, deelbo_u64 first, deelbo_u64 n, int vec4, float* __restrict__ w,
@@ -272,37 +339,9 @@ __device__ __forceinline__ void deelbo_forward_item(
     const float* __restrict__ sigma_diag, float sigma, deelbo_u32 k0, deelbo_u32 k1,
     deelbo_u32 s_lo, deelbo_u32 s_hi, double* acc) {
     const deelbo_span sp = deelbo_span_of(j, first, n, vec4);
-    float mv[4], pv[4], sv[4], wv[4];
-    deelbo_load4(m, sp, 0.0f, mv);
-    if (mu) {
-        deelbo_load4(mu, sp, 0.0f, pv);
-    } else {
-        pv[0] = pv[1] = pv[2] = pv[3] = 0.0f;
-    }
-    if (sigma_diag) {
-        deelbo_load4(sigma_diag, sp, 1.0f, sv);
-    } else {
-        sv[0] = sv[1] = sv[2] = sv[3] = sigma;
-    }
-    const deelbo_f4 zz = deelbo_normals(j, k0, k1, s_lo, s_hi);
-    const float z[4] = {zz.x, zz.y, zz.z, zz.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        wv[k] = mv[k] + sv[k] * z[k];
-    }
-    deelbo_store4(w, sp, wv);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        if (k >= sp.lo && k < sp.hi) {
-            const double d = (double)mv[k] - (double)pv[k];
-            acc[0] += d * d;
-            if (sigma_diag) {
-                const double sd = sv[k];
-                acc[1] += sd * sd;
-                acc[2] += 2.0 * log(sd);
-            }
-        }
-    }
+    deelbo_fwd_in in;
+    deelbo_forward_load(sp, m, mu, sigma_diag, sigma, in);
+    deelbo_forward_compute(j, sp, in, w, sigma_diag != 0, k0, k1, s_lo, s_hi, acc);
 }
 
 /* Backward work of one Philox block j. g = d loss/d w at the forward sample of the stream.
@@ -458,6 +497,48 @@ deelbo_fused_forward(float* __restrict__ w, const float* __restrict__ m,
     for (deelbo_u64 t = (deelbo_u64)blockIdx.x * DEELBO_BLOCK + threadIdx.x; t < jn; t += stride) {
         deelbo_forward_item(j0 + t, first, n, vec4, w, m, mu, sigma_diag, sigma, k0, k1, s_lo,
                             s_hi, acc);
+    }
+    deelbo_reduce<3>(acc, partials, counter, result);
+}
+
+/* The fused forward with software prefetch: each thread issues the loads of its next Philox
+   block before the noise and arithmetic of the current one, so every warp keeps memory requests
+   in flight while it computes. Same arguments, same outputs (bit for bit) and the same
+   per-thread summation order as deelbo_fused_forward. */
+extern "C" __global__ void __launch_bounds__(DEELBO_BLOCK, DEELBO_PREFETCH_MIN_BLOCKS)
+deelbo_fused_forward_prefetch(float* __restrict__ w, const float* __restrict__ m,
+                              const float* __restrict__ mu, const float* __restrict__ sigma_diag,
+                              float sigma, deelbo_u64 n, deelbo_u64 first, deelbo_u32 k0,
+                              deelbo_u32 k1, deelbo_u32 s_lo, deelbo_u32 s_hi, int vec4,
+                              double* __restrict__ partials, deelbo_u32* __restrict__ counter,
+                              double* __restrict__ result) {
+    double acc[3] = {0.0, 0.0, 0.0};
+    const deelbo_u64 j0 = first >> 2;
+    const deelbo_u64 jn = ((first + n + 3) >> 2) - j0;
+    const deelbo_u64 stride = (deelbo_u64)gridDim.x * DEELBO_BLOCK;
+    const bool diag = sigma_diag != 0;
+    deelbo_u64 t = (deelbo_u64)blockIdx.x * DEELBO_BLOCK + threadIdx.x;
+    if (t < jn) {
+        deelbo_span sp = deelbo_span_of(j0 + t, first, n, vec4);
+        deelbo_fwd_in cur;
+        deelbo_forward_load(sp, m, mu, sigma_diag, sigma, cur);
+        for (;;) {
+            const deelbo_u64 tn = t + stride;
+            const bool more = tn < jn;
+            deelbo_span spn = sp;
+            deelbo_fwd_in nxt = cur;
+            if (more) {
+                spn = deelbo_span_of(j0 + tn, first, n, vec4);
+                deelbo_forward_load(spn, m, mu, sigma_diag, sigma, nxt);
+            }
+            deelbo_forward_compute(j0 + t, sp, cur, w, diag, k0, k1, s_lo, s_hi, acc);
+            if (!more) {
+                break;
+            }
+            t = tn;
+            sp = spn;
+            cur = nxt;
+        }
     }
     deelbo_reduce<3>(acc, partials, counter, result);
 }

@@ -4,7 +4,9 @@
 
 use deelbo_core::fused::{self, KlGradScales, Scale, SgdMomentum};
 use deelbo_core::{NoiseKey, ScaleStats, normal_at};
-use deelbo_cuda::{CudaDevice, DeviceParamBlock, DeviceScale, NaiveStep, device_or_skip};
+use deelbo_cuda::{
+    CudaDevice, DeviceParamBlock, DeviceScale, ForwardKernel, NaiveStep, device_or_skip,
+};
 
 fn device(test: &str) -> Option<CudaDevice> {
     match device_or_skip(test) {
@@ -110,6 +112,17 @@ fn gpu_forward_matches_cpu_and_is_repeatable() {
                     assert_eq!(again.sq_dist.to_bits(), st.sq_dist.to_bits());
                     assert_eq!(dev.download(block.sample()).unwrap(), w);
                 }
+                // The prefetching kernel: the same sample, the same sums to rounding, and
+                // repeatable too.
+                let pre = block
+                    .forward_with(ForwardKernel::Prefetch, scale_gpu, key)
+                    .unwrap();
+                assert!(dev.download(block.sample()).unwrap() == w_cpu);
+                assert!(rel(pre.sq_dist, st_cpu.sq_dist) < 1e-6);
+                let pre2 = block
+                    .forward_with(ForwardKernel::Prefetch, scale_gpu, key)
+                    .unwrap();
+                assert_eq!(pre2.sq_dist.to_bits(), pre.sq_dist.to_bits());
             }
         }
     }

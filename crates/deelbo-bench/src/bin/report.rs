@@ -12,7 +12,7 @@ use deelbo_core::fused::{
     self, BACKWARD_BYTES_PER_WEIGHT, BACKWARD_SGD_BYTES_PER_WEIGHT, FORWARD_BYTES_PER_WEIGHT,
     KlGradScales, Scale, SgdMomentum, naive,
 };
-use deelbo_cuda::{DeviceParamBlock, DeviceScale, NaiveStep, device_or_skip};
+use deelbo_cuda::{DeviceParamBlock, DeviceScale, ForwardKernel, NaiveStep, device_or_skip};
 
 struct Options {
     sizes: Vec<usize>,
@@ -181,8 +181,14 @@ fn gpu(o: &Options, out: &mut Vec<Measurement>) -> Result<()> {
         };
         let copy = queued(&mut || Ok(dev.copy(&src, &mut dst)?))?;
         let fq = queued(&mut || Ok(block.enqueue_forward(iso, key)?))?;
+        let pq =
+            queued(&mut || Ok(block.enqueue_forward_with(ForwardKernel::Prefetch, iso, key)?))?;
         let f = median_seconds(2, o.reps, || {
             block.forward(iso, key)?;
+            Ok(())
+        })?;
+        let p = median_seconds(2, o.reps, || {
+            block.forward_with(ForwardKernel::Prefetch, iso, key)?;
             Ok(())
         })?;
         let n = median_seconds(2, o.reps, || {
@@ -224,7 +230,23 @@ fn gpu(o: &Options, out: &mut Vec<Measurement>) -> Result<()> {
                 fq,
                 FORWARD_BYTES_PER_WEIGHT,
             ),
+            m(
+                "gpu",
+                "forward",
+                "fused_prefetch_queued",
+                d,
+                pq,
+                FORWARD_BYTES_PER_WEIGHT,
+            ),
             m("gpu", "forward", "fused", d, f, FORWARD_BYTES_PER_WEIGHT),
+            m(
+                "gpu",
+                "forward",
+                "fused_prefetch",
+                d,
+                p,
+                FORWARD_BYTES_PER_WEIGHT,
+            ),
             m("gpu", "forward", "naive", d, n, FORWARD_BYTES_PER_WEIGHT),
             m("gpu", "backward", "fused", d, fb, BACKWARD_BYTES_PER_WEIGHT),
             m("gpu", "backward", "naive", d, nb, BACKWARD_BYTES_PER_WEIGHT),
@@ -257,11 +279,14 @@ fn gpu(o: &Options, out: &mut Vec<Measurement>) -> Result<()> {
             );
         }
         println!(
-            "{:>7} fused forward (queued) at {:.1}% of copy bandwidth; fused/naive speedup: \
-             forward {:.2}x, backward {:.2}x, backward+sgd {:.2}x",
+            "{:>7} fused forward (queued) at {:.1}% of copy bandwidth (prefetch kernel {:.1}%); \
+             fused/naive speedup: forward {:.2}x (prefetch {:.2}x), backward {:.2}x, \
+             backward+sgd {:.2}x",
             size_label(d),
-            100.0 * fq.recip() / copy.recip(),
+            100.0 * copy / fq,
+            100.0 * copy / pq,
             n / f,
+            n / p,
             nb / fb,
             ns / fs
         );

@@ -132,12 +132,13 @@ const C10: f32 = constant(19);
 #[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
     let bits = x.to_bits();
-    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
-    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    if m > SQRT2 {
-        m *= 0.5;
-        e += 1;
-    }
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    // Branch-free select (same operations as `if m > SQRT2 { m *= 0.5; e += 1 }`), so that
+    // batches vectorize; halving is exact.
+    let big = m > SQRT2;
+    let m = if big { m * 0.5 } else { m };
+    let e = e + i32::from(big);
     let f = (m - 1.0) / (m + 1.0);
     let s = f * f;
     let p = L3 + s * (L5 + s * (L7 + s * (L9 + s * (L11 + s * L13))));
@@ -157,13 +158,17 @@ pub fn sincos_quadrant_f32(q: u32, f: f32) -> (f32, f32) {
     let t = g * g;
     let sin_g = g * (S1 + t * (S3 + t * (S5 + t * (S7 + t * S9))));
     let cos_g = 1.0 + t * (C2 + t * (C4 + t * (C6 + t * (C8 + t * C10))));
-    let (s, c) = if fold { (cos_g, sin_g) } else { (sin_g, cos_g) };
-    match q & 3 {
-        0 => (s, c),
-        1 => (c, -s),
-        2 => (-s, -c),
-        _ => (-c, s),
-    }
+    // Quadrant q: (sin, cos) of (q + f) quarter turns from (s, c) of f:
+    // q = 0: (s, c); 1: (c, -s); 2: (-s, -c); 3: (-c, s). Written as a swap and two sign flips
+    // (exact) so the whole transform is branch-free.
+    let swap = fold ^ (q & 1 == 1);
+    let (a, b) = if swap { (cos_g, sin_g) } else { (sin_g, cos_g) };
+    let sin_sign = (q & 2) << 30;
+    let cos_sign = ((q ^ (q >> 1)) & 1) << 31;
+    (
+        f32::from_bits(a.to_bits() ^ sin_sign),
+        f32::from_bits(b.to_bits() ^ cos_sign),
+    )
 }
 
 /// Box–Muller on two Philox words: `u = ((a >> 9) + 1/2) 2^-23` in `(0, 1)`,
@@ -208,14 +213,20 @@ pub fn fill_normals(key: NoiseKey, first: u64, out: &mut [f32]) {
     let counter = (u128::from(key.stream) << 64) | u128::from(start_block);
     let mut rng = Philox::new(key.philox_key(), counter);
     let mut words = [0u32; WORDS_PER_CHUNK];
+    let mut normals = [0.0f32; WORDS_PER_CHUNK];
     for chunk in body.chunks_mut(WORDS_PER_CHUNK) {
         let n_words = chunk.len().div_ceil(4) * 4;
-        let words = &mut words[..n_words];
-        rng.fill_u32(words);
-        for (o, w) in chunk.chunks_mut(4).zip(words.chunks_exact(4)) {
-            let z = normals_from_words([w[0], w[1], w[2], w[3]]);
-            o.copy_from_slice(&z[..o.len()]);
+        rng.fill_u32(&mut words[..n_words]);
+        // One straight-line loop over Box–Muller pairs: vectorizes.
+        for (z, w) in normals[..n_words]
+            .chunks_exact_mut(2)
+            .zip(words[..n_words].chunks_exact(2))
+        {
+            let (z0, z1) = box_muller(w[0], w[1]);
+            z[0] = z0;
+            z[1] = z1;
         }
+        chunk.copy_from_slice(&normals[..chunk.len()]);
     }
 }
 

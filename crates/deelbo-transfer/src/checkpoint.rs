@@ -77,6 +77,9 @@ pub struct RunRecord {
     pub failure: Option<String>,
     /// Wall seconds, including a failed run's.
     pub seconds: f64,
+    /// Process CPU seconds (`None` where unavailable).
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 impl RunRecord {

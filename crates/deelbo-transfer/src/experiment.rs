@@ -9,7 +9,7 @@
 //!   tau), the run with the lowest final training loss is kept. No validation split.
 //!
 //! The protocol's wall time is the sum of its runs' wall times (pretraining, shared by all, is
-//! excluded). Test sets are all target-task examples outside the N.
+//! excluded); its CPU time likewise (robust to other processes competing for the cores). Test sets are all target-task examples outside the N.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,8 @@ pub struct ResultRow {
     pub runs: usize,
     /// Wall seconds of the whole protocol.
     pub seconds: f64,
+    /// Process CPU seconds of the whole protocol (`None` where unavailable).
+    pub cpu_seconds: Option<f64>,
     /// Selected learning rate.
     pub lr: f64,
     /// Selected alpha (map-grid).
@@ -192,7 +194,7 @@ fn run_or_restore(
         }
         return Ok(r);
     }
-    let start = std::time::Instant::now();
+    let start = crate::cputime::Stopwatch::start();
     let (outcome, failure) = match train_run(inputs, objective, stage.lr(), seed, &settings.train) {
         Ok(o) => (Some(o), None),
         Err(TransferError::Training { context, source }) => {
@@ -208,7 +210,8 @@ fn run_or_restore(
         stage,
         outcome,
         failure,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: start.wall_seconds(),
+        cpu_seconds: start.cpu_seconds(),
     };
     log.append(record.clone())?;
     progress.run_finished(&record);
@@ -311,6 +314,7 @@ fn run_protocol(
                 tau: None,
                 runs: records.len(),
                 seconds: records.iter().map(|r| r.seconds).sum(),
+                cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
                 lr,
                 alpha: Some(alpha),
                 beta: Some(beta),
@@ -356,6 +360,7 @@ fn run_protocol(
                 tau: o.tau,
                 runs: records.len(),
                 seconds: records.iter().map(|r| r.seconds).sum(),
+                cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
                 lr: records[best].stage.lr(),
                 alpha: None,
                 beta: None,

@@ -20,6 +20,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`config`] | methods, protocol settings, validated experiment / fine-tune configurations |
+//! | [`cputime`] | process CPU seconds beside wall seconds |
 //! | [`data`] | the digits, source/target tasks, seeded stratified splits |
 //! | [`pretrain`] | the source network, cached as safetensors |
 //! | [`train`] | one fine-tuning run (MAP + L2-SP or (DE-)ELBO) |
@@ -30,6 +31,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cputime;
 pub mod data;
 pub mod error;
 pub mod experiment;

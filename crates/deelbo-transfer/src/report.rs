@@ -106,6 +106,8 @@ pub struct Summary {
     pub runs: usize,
     /// Mean wall seconds per protocol.
     pub seconds: f64,
+    /// Mean process CPU seconds per protocol (when every row has it).
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Summaries of `rows` per (N, method), ordered by N then method.
@@ -130,6 +132,7 @@ pub fn summarize(rows: &[ResultRow]) -> Vec<Summary> {
                 tau: opt_mean(&rs.iter().map(|r| r.tau).collect::<Vec<_>>()),
                 runs: rs.iter().map(|r| r.runs).max().unwrap_or(0),
                 seconds: mean(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
+                cpu_seconds: opt_mean(&rs.iter().map(|r| r.cpu_seconds).collect::<Vec<_>>()),
             }
         })
         .collect()
@@ -144,8 +147,8 @@ fn fmt_opt(v: Option<f64>, sci: bool) -> String {
 }
 
 /// The table: one block per N with, per method, kappa, test accuracy (mean ± sd over seeds),
-/// test NLL, learned lambda and tau, runs per protocol and mean wall seconds per protocol, then
-/// the ratio of the grid search's wall time to the DE-ELBO's.
+/// test NLL, learned lambda and tau, runs per protocol and mean wall and CPU seconds per
+/// protocol, then the ratios of the grid search's times to the DE-ELBO's.
 pub fn format_table(rows: &[ResultRow]) -> String {
     let summaries = summarize(rows);
     let mut out = String::new();
@@ -161,13 +164,13 @@ pub fn format_table(rows: &[ResultRow]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<9} {:>8} {:>15} {:>9} {:>9} {:>9} {:>5} {:>10}",
-            "method", "kappa", "test acc", "test NLL", "lambda", "tau", "runs", "seconds"
+            "{:<9} {:>8} {:>15} {:>9} {:>9} {:>9} {:>5} {:>10} {:>10}",
+            "method", "kappa", "test acc", "test NLL", "lambda", "tau", "runs", "wall s", "cpu s"
         );
         for s in &block {
             let _ = writeln!(
                 out,
-                "{:<9} {:>8} {:>7.3} ± {:<5.3} {:>9.3} {:>9} {:>9} {:>5} {:>10.1}",
+                "{:<9} {:>8} {:>7.3} ± {:<5.3} {:>9.3} {:>9} {:>9} {:>5} {:>10.1} {:>10}",
                 s.method.name(),
                 fmt_opt(s.kappa, false),
                 s.accuracy,
@@ -176,15 +179,20 @@ pub fn format_table(rows: &[ResultRow]) -> String {
                 fmt_opt(s.lambda, true),
                 fmt_opt(s.tau, true),
                 s.runs,
-                s.seconds
+                s.seconds,
+                fmt_opt(s.cpu_seconds, false)
             );
         }
         let grid = block.iter().find(|s| s.method == Method::MapGrid);
         let de = block.iter().find(|s| s.method == Method::DeElbo);
         if let (Some(g), Some(d)) = (grid, de) {
+            let cpu = match (g.cpu_seconds, d.cpu_seconds) {
+                (Some(a), Some(b)) => format!("{:.1}x", a / b),
+                _ => "-".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "wall time grid / de-elbo: {:.1}x; accuracy de-elbo - grid: {:+.3}",
+                "grid / de-elbo time: wall {:.1}x, cpu {cpu}; accuracy de-elbo - grid: {:+.3}",
                 g.seconds / d.seconds,
                 d.accuracy - g.accuracy
             );

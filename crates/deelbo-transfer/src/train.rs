@@ -10,8 +10,6 @@
 //!
 //! Test metrics use the posterior mean `m` (for MAP, the trained weights).
 
-use std::time::Instant;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::loss::cross_entropy;
 use deelbo_candle::{
@@ -21,6 +19,7 @@ use deelbo_candle::{
 use deelbo_core::{IsotropicPosterior, KappaRule, NoiseKey, Objective};
 use serde::{Deserialize, Serialize};
 
+use crate::cputime::Stopwatch;
 use crate::data::{Batch, STREAM_BATCH, permutation};
 use crate::error::{Result, TransferError};
 
@@ -88,6 +87,9 @@ pub struct RunOutcome {
     pub kappa: Option<f64>,
     /// Wall seconds of the run (training and its evaluations).
     pub seconds: f64,
+    /// Process CPU seconds of the run (`None` where unavailable).
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Accuracy and NLL (serializable copy of [`ClassificationMetrics`]).
@@ -210,7 +212,7 @@ pub fn train_run(
     seed: u64,
     settings: &TrainSettings,
 ) -> Result<RunOutcome> {
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let device = inputs.train.x.device().clone();
     let model = build_model(inputs.mlp, inputs.pretrained, seed, &device)?;
     let n = inputs.train.len();
@@ -322,6 +324,7 @@ pub fn train_run(
         tau,
         sigma,
         kappa,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: start.wall_seconds(),
+        cpu_seconds: start.cpu_seconds(),
     })
 }

@@ -6,6 +6,9 @@
 //!
 //! Writes `transfer.json`, `table.txt`, `transfer.svg`, `transfer.png`, the checkpoint
 //! `runs.jsonl` and the cached `pretrained.safetensors` into DIR (default `transfer-out`).
+//!
+//! On a small or shared machine set `RAYON_NUM_THREADS=1`: candle's CPU kernels otherwise use a
+//! thread per core, and on 2 oversubscribed cores that made single runs 2–20x slower.
 
 use anyhow::{Context, bail};
 use deelbo_transfer::{BarProgress, TransferConfig, format_table, run_experiment};

@@ -1,0 +1,292 @@
+//! Fused candle custom ops that run the core's `ParamBlock` functions directly on candle's CPU
+//! storage (the CPU counterpart of the design's fused sample + KL kernel):
+//!
+//! - [`reparameterize`]: `w_i = m_i + sigma eps_i` in one pass with `eps_i = normal_at(key,
+//!   first + i)` from the core's `fill_normals`, rounded exactly like
+//!   `deelbo_core::ParamBlockMut::reparameterize` (product, then sum, in the element type);
+//!   backward `dL/dm_i = g_i`, `dL/dsigma = sum_i g_i eps_i` (summed in `f64`, deterministic
+//!   order). The forward pass keeps its `eps` (4 bytes per weight) for the backward pass: on the
+//!   CPU the Philox + Box–Muller transform (~18 ns per value) costs more than that memory;
+//!   if the cache is absent the backward regenerates `eps` from the same counters.
+//! - [`squared_distance`]: `M = ||m - mu||^2` (or `||m||^2`) as an `f64` scalar from
+//!   `deelbo_core::ParamBlock::squared_distance` / `sum_squares` (chunked `f64` sums with
+//!   compensation, the same bits as the core); backward `dM/dm = 2 (m - mu)`.
+//!
+//! Both need contiguous CPU tensors; [`crate::VariationalModel`] falls back to composite candle
+//! ops (the reference path, also used on other devices).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use deelbo_core::tensor::deterministic_sum;
+use deelbo_core::{NoiseKey, ParamBlock, fill_normals};
+
+use crate::error::Result;
+
+fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => Err(candle_core::Error::Msg(format!(
+            "{what} must be contiguous for the fused op"
+        ))),
+    }
+}
+
+fn scalar(s: &CpuStorage, l: &Layout, what: &str) -> candle_core::Result<f64> {
+    if l.shape().elem_count() != 1 {
+        return Err(candle_core::Error::Msg(format!("{what} must be a scalar")));
+    }
+    let i = l.start_offset();
+    match s {
+        CpuStorage::F64(v) => Ok(v[i]),
+        CpuStorage::F32(v) => Ok(f64::from(v[i])),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{what} must be f32 or f64"
+        ))),
+    }
+}
+
+fn core_err(e: deelbo_core::CoreError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// `w = m + sigma eps` (arg1 = mean, arg2 = scalar sigma).
+struct Reparameterize {
+    key: NoiseKey,
+    first: u64,
+    eps: std::sync::OnceLock<Vec<f32>>,
+}
+
+/// `w_i = m_i + s eps_i` with `s` rounded to `T` (the core's rounding order: product, then sum).
+fn reparameterize_with<T: deelbo_core::Real>(m: &[T], sigma: f64, eps: &[f32]) -> Vec<T> {
+    let s = T::from_f64_rounded(sigma);
+    m.iter()
+        .zip(eps)
+        .map(|(&m, &z)| m + s * T::from_noise(z))
+        .collect()
+}
+
+impl CustomOp2 for Reparameterize {
+    fn name(&self) -> &'static str {
+        "deelbo-reparameterize"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sigma = scalar(s2, l2, "sigma")?;
+        let mut eps = vec![0.0f32; l1.shape().elem_count()];
+        fill_normals(self.key, self.first, &mut eps);
+        let out = match s1 {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(reparameterize_with(contiguous(v, l1, "mean")?, sigma, &eps))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(reparameterize_with(contiguous(v, l1, "mean")?, sigma, &eps))
+            }
+            other => {
+                use candle_core::backend::BackendStorage;
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    other.dtype(),
+                    self.name(),
+                ));
+            }
+        };
+        // A second forward of the same op value would store identical noise; ignore it.
+        let _ = self.eps.set(eps);
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _mean: &Tensor,
+        sigma: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g_sigma = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&NoiseDot {
+                key: self.key,
+                first: self.first,
+                cached: self.eps.get().cloned(),
+            })?
+            .to_dtype(sigma.dtype())?
+            .reshape(sigma.shape())?;
+        Ok((Some(grad.clone()), Some(g_sigma)))
+    }
+}
+
+/// `sum_i g_i eps_i` as an `f64` scalar, `eps` from the forward's cache or regenerated from the
+/// counters.
+struct NoiseDot {
+    key: NoiseKey,
+    first: u64,
+    cached: Option<Vec<f32>>,
+}
+
+const NOISE_CHUNK: usize = 4096;
+
+fn noise_dot<T: Copy + Into<f64>>(
+    g: &[T],
+    key: NoiseKey,
+    first: u64,
+    cached: Option<&[f32]>,
+) -> f64 {
+    if let Some(eps) = cached.filter(|e| e.len() == g.len()) {
+        let partials: Vec<f64> = g
+            .chunks(NOISE_CHUNK)
+            .zip(eps.chunks(NOISE_CHUNK))
+            .map(|(g, e)| {
+                deterministic_sum(g.iter().zip(e).map(|(&g, &z)| g.into() * f64::from(z)))
+            })
+            .collect();
+        return deterministic_sum(partials.into_iter());
+    }
+    let mut eps = vec![0.0f32; NOISE_CHUNK.min(g.len())];
+    let mut partials = Vec::with_capacity(g.len().div_ceil(NOISE_CHUNK));
+    for (c, chunk) in g.chunks(NOISE_CHUNK).enumerate() {
+        let e = &mut eps[..chunk.len()];
+        fill_normals(key, first + (c * NOISE_CHUNK) as u64, e);
+        partials.push(deterministic_sum(
+            chunk
+                .iter()
+                .zip(e.iter())
+                .map(|(&g, &z)| g.into() * f64::from(z)),
+        ));
+    }
+    deterministic_sum(partials.into_iter())
+}
+
+impl CustomOp1 for NoiseDot {
+    fn name(&self) -> &'static str {
+        "deelbo-noise-dot"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let v = match s {
+            CpuStorage::F32(v) => noise_dot(
+                contiguous(v, l, "gradient")?,
+                self.key,
+                self.first,
+                self.cached.as_deref(),
+            ),
+            CpuStorage::F64(v) => noise_dot(
+                contiguous(v, l, "gradient")?,
+                self.key,
+                self.first,
+                self.cached.as_deref(),
+            ),
+            other => {
+                use candle_core::backend::BackendStorage;
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    other.dtype(),
+                    self.name(),
+                ));
+            }
+        };
+        Ok((CpuStorage::F64(vec![v]), Shape::from(())))
+    }
+}
+
+/// `||m - mu||^2` (arg1 = mean, arg2 = prior mean) as an `f64` scalar.
+struct SquaredDistance;
+
+impl CustomOp2 for SquaredDistance {
+    fn name(&self) -> &'static str {
+        "deelbo-squared-distance"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let v = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => contiguous(a, l1, "mean")?
+                .squared_distance(contiguous(b, l2, "prior mean")?)
+                .map_err(core_err)?,
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => contiguous(a, l1, "mean")?
+                .squared_distance(contiguous(b, l2, "prior mean")?)
+                .map_err(core_err)?,
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "squared distance needs two f32 or two f64 tensors".to_string(),
+                ));
+            }
+        };
+        Ok((CpuStorage::F64(vec![v]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        mean: &Tensor,
+        prior: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok((Some(mean.sub(prior)?.affine(2.0 * g, 0.0)?), None))
+    }
+}
+
+/// `||m||^2` as an `f64` scalar.
+struct SumSquares;
+
+impl CustomOp1 for SumSquares {
+    fn name(&self) -> &'static str {
+        "deelbo-sum-squares"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let v = match s {
+            CpuStorage::F32(a) => contiguous(a, l, "mean")?.sum_squares(),
+            CpuStorage::F64(a) => contiguous(a, l, "mean")?.sum_squares(),
+            other => {
+                use candle_core::backend::BackendStorage;
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    other.dtype(),
+                    self.name(),
+                ));
+            }
+        };
+        Ok((CpuStorage::F64(vec![v]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        mean: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok(Some(mean.affine(2.0 * g, 0.0)?))
+    }
+}
+
+/// Fused `w = m + sigma eps`, `eps_i = normal_at(key, first + i)` for the row-major flat index
+/// `i` of `mean` (CPU, contiguous `mean`; `sigma` a scalar tensor of any float dtype, rounded to
+/// `mean`'s dtype). Differentiable in `mean` and `sigma`.
+pub fn reparameterize(mean: &Tensor, sigma: &Tensor, key: NoiseKey, first: u64) -> Result<Tensor> {
+    Ok(mean.apply_op2(
+        sigma,
+        Reparameterize {
+            key,
+            first,
+            eps: std::sync::OnceLock::new(),
+        },
+    )?)
+}
+
+/// `||m - mu||^2` (`prior = None`: `||m||^2`) as a scalar `f64` tensor computed by the core's
+/// deterministic reduction (CPU, contiguous tensors of one dtype). Differentiable in `mean`.
+pub fn squared_distance(mean: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match prior {
+        Some(mu) => mean.apply_op2(mu, SquaredDistance)?,
+        None => mean.apply_op1(SumSquares)?,
+    })
+}

@@ -1,0 +1,70 @@
+//! Process CPU time, the contention-robust companion of wall time: on a shared machine the wall
+//! seconds of a run include time the process spent waiting for a core, its CPU seconds do not.
+//!
+//! Read from `/proc/self/stat` (Linux): `utime + stime` of all threads, in clock ticks of
+//! `USER_HZ = 100` per second (fixed by the Linux user-space ABI), so the resolution is 10 ms.
+//! `None` where `/proc` is unavailable.
+
+/// Clock ticks per second of `/proc/self/stat`.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system, all threads) the process has used so far, or `None` when not
+/// available on this platform.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// Measures the wall and CPU seconds of a piece of work.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    wall: std::time::Instant,
+    cpu: Option<f64>,
+}
+
+impl Stopwatch {
+    /// Start measuring now.
+    pub fn start() -> Self {
+        Self {
+            wall: std::time::Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+
+    /// Wall seconds since the start.
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall.elapsed().as_secs_f64()
+    }
+
+    /// Process CPU seconds since the start (`None` when unavailable).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        Some(process_cpu_seconds()? - self.cpu?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_advances_with_work() {
+        let Some(_) = process_cpu_seconds() else {
+            return; // not Linux
+        };
+        let sw = Stopwatch::start();
+        let mut x = 0u64;
+        while sw.wall_seconds() < 0.3 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let cpu = sw.cpu_seconds().unwrap();
+        // A busy loop of 0.3 s wall uses some CPU (less if the machine is oversubscribed).
+        assert!(cpu > 0.0 && cpu <= sw.wall_seconds() + 0.05, "cpu {cpu}");
+    }
+}

@@ -1,0 +1,55 @@
+//! # deelbo-transfer
+//!
+//! Transfer learning in miniature (design §5): an MLP (64-256-256-5) pretrained once on the
+//! 8x8 digits 0–4, fine-tuned on digits 5–9 with a new head from N in {50, 100, 500} stratified
+//! examples (3 seeds; the remaining target examples are the test set), by three protocols with
+//! the same optimizer and step budget per run:
+//!
+//! - `map-grid`: MAP + L2-SP, alpha x beta x lr grid (6 x 6 x 4) on an 80/20 split, selected by
+//!   validation NLL, retrained on all N (145 runs);
+//! - `elbo`: the plain ELBO (kappa = 1) with learned lambda, tau; 4 learning rates, selected by
+//!   final training loss;
+//! - `de-elbo`: the data-emphasized ELBO (kappa = D/N); same 4 runs.
+//!
+//! The library API is what a command-line layer wires up:
+//! [`TransferConfig`] / [`FinetuneConfig`] (plain public fields, `validate()`),
+//! [`run_experiment`] (checkpointed, resumable, writes `transfer.json`, `table.txt` and the
+//! figure), [`run_finetune`] (one protocol), and the report functions ([`format_table`],
+//! [`write_rows_json`], [`write_figure`], [`write_outputs`]).
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`config`] | methods, protocol settings, validated experiment / fine-tune configurations |
+//! | [`cputime`] | process CPU seconds beside wall seconds |
+//! | [`data`] | the digits, source/target tasks, seeded stratified splits |
+//! | [`pretrain`] | the source network, cached as safetensors |
+//! | [`train`] | one fine-tuning run (MAP + L2-SP or (DE-)ELBO) |
+//! | [`experiment`] | the protocols and the runner |
+//! | [`checkpoint`] | the append-only run log and resume |
+//! | [`progress`] | progress callbacks and the indicatif bar |
+//! | [`report`] | table, JSON, figure |
+
+pub mod checkpoint;
+pub mod config;
+pub mod cputime;
+pub mod data;
+pub mod error;
+pub mod experiment;
+pub mod pretrain;
+pub mod progress;
+pub mod report;
+pub mod train;
+
+pub use checkpoint::{Checkpoint, RunRecord, Stage};
+pub use config::{FinetuneConfig, Method, ProtocolSettings, TransferConfig};
+pub use error::{Result, TransferError};
+pub use experiment::{
+    ExperimentReport, FinetuneReport, ResultRow, Workbench, run_experiment, run_finetune,
+};
+pub use pretrain::{PretrainRecord, PretrainSettings};
+pub use progress::{BarProgress, NoProgress, Progress};
+pub use report::{
+    OutputFiles, format_table, read_rows_json, summarize, write_figure, write_outputs,
+    write_rows_json,
+};
+pub use train::{RunOutcome, TrainSettings};

@@ -10,6 +10,7 @@ mod model_file;
 mod plot;
 mod rff;
 mod table;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -25,8 +26,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands. (Transfer learning, `deelbo finetune` and `deelbo experiment transfer`, joins
-/// this list from the deelbo-transfer crate.)
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The paper's RFF/GP experiment: every method, the kappa sweep, a table, results.json and
@@ -36,6 +36,11 @@ pub enum Command {
     Rff(rff::RffArgs),
     /// Show the kappa rules and what they give for D parameters and N examples.
     Kappa(kappa::KappaArgs),
+    /// Fine-tune the pretrained digits network with one protocol (map-grid, elbo, de-elbo) for
+    /// one training-set size and seed.
+    Finetune(transfer::FinetuneArgs),
+    /// Whole experiments: `deelbo experiment transfer [--quick] [--out DIR] [--resume]`.
+    Experiment(transfer::ExperimentArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Rff(args) => rff::run(&args),
         Command::Kappa(args) => kappa::run(&args),
+        Command::Finetune(args) => transfer::run_finetune_command(&args),
+        Command::Experiment(args) => transfer::run_experiment_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -487,3 +487,40 @@ fn demo_writes_the_table_json_and_figures() {
         assert!(svg.contains("<svg") && svg.contains("κ") == (stem == "kappa_sweep"));
     }
 }
+
+#[test]
+fn finetune_and_experiment_reject_bad_input_before_training() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("out");
+    // Unknown method: a usage error.
+    let r = deelbo(&["finetune", "--method", "ridge", "--out", s(&out)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("map-grid"), "{}", r.stderr);
+    // N too small for the grid search's validation split: one line naming the parameter.
+    let r = deelbo(&[
+        "finetune",
+        "--method",
+        "map-grid",
+        "--n",
+        "3",
+        "--out",
+        s(&out),
+    ]);
+    assert_one_line_error(&r, &["n = 3"]);
+    // --threads 0 is a usage error.
+    let r = deelbo(&["experiment", "transfer", "--threads", "0", "--out", s(&out)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // A corrupt checkpoint log is reported with its line, not trained over.
+    std::fs::create_dir_all(&out).unwrap();
+    write(&dir, "out/runs.jsonl", "not json\n{\"also\": \"bad\"}\n");
+    let r = deelbo(&[
+        "experiment",
+        "transfer",
+        "--quick",
+        "--resume",
+        "--out",
+        s(&out),
+    ]);
+    assert_one_line_error(&r, &["runs.jsonl", "line 1"]);
+    assert!(!out.join("pretrained.safetensors").exists());
+}

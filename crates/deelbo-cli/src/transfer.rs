@@ -1,0 +1,140 @@
+//! `deelbo finetune` (one protocol for one N and seed) and `deelbo experiment transfer` (the whole
+//! table): transfer learning in miniature from the `deelbo-transfer` crate.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use deelbo_transfer::{
+    BarProgress, FinetuneConfig, Method, TransferConfig, format_table, run_experiment, run_finetune,
+};
+
+/// Threads for candle's CPU kernels. One per run is fastest for these small networks on a
+/// shared or 2-core machine (candle's default, a thread per core, made runs 2-20x slower there).
+#[derive(Debug, Args)]
+pub struct ThreadArgs {
+    /// Threads for the CPU kernels (sets RAYON_NUM_THREADS unless it is already set).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+}
+
+impl ThreadArgs {
+    fn apply(&self) {
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            // SAFETY: called from `main`'s thread before any other thread exists (no candle or
+            // rayon work has started), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string()) };
+        }
+    }
+}
+
+/// Arguments of `deelbo finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The protocol: map-grid (145 runs), elbo or de-elbo (4 runs each).
+    #[arg(long, value_parser = parse_method)]
+    pub method: Method,
+    /// Training-set size N (stratified over the target digits 5-9).
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Seed: training subset, head initialization, minibatches, noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Directory for the cached pretrained network.
+    #[arg(long, default_value = "deelbo-transfer")]
+    pub out: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub threads: ThreadArgs,
+}
+
+/// Arguments of `deelbo experiment`.
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Which experiment.
+    #[command(subcommand)]
+    pub experiment: Experiment,
+}
+
+/// The experiments.
+#[derive(Debug, Subcommand)]
+pub enum Experiment {
+    /// MAP + grid search vs plain ELBO vs DE-ELBO fine-tuning a pretrained MLP on 8x8 digits:
+    /// N in {50, 100, 500}, 3 seeds; table, transfer.json and figure. Checkpointed.
+    Transfer(TransferArgs),
+}
+
+/// Arguments of `deelbo experiment transfer`.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// One N, one seed and reduced grids (about a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Output directory: pretrained network, checkpoints, transfer.json, table.txt, figures.
+    #[arg(long, default_value = "deelbo-transfer")]
+    pub out: PathBuf,
+    /// Continue the checkpointed runs in --out instead of refusing to overwrite them.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub threads: ThreadArgs,
+}
+
+fn parse_method(s: &str) -> std::result::Result<Method, String> {
+    s.parse::<Method>().map_err(|e| e.to_string())
+}
+
+/// Run `deelbo finetune`.
+pub fn run_finetune_command(args: &FinetuneArgs) -> Result<()> {
+    args.threads.apply();
+    let config = FinetuneConfig::new(args.n, args.seed, args.method, &args.out);
+    let report = run_finetune(&config, &mut BarProgress::new())
+        .with_context(|| format!("fine-tuning with {} (N = {})", args.method, args.n))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report.row)?);
+    } else {
+        println!("{}", format_table(std::slice::from_ref(&report.row)));
+    }
+    Ok(())
+}
+
+/// Run `deelbo experiment ...`.
+pub fn run_experiment_command(args: &ExperimentArgs) -> Result<()> {
+    match &args.experiment {
+        Experiment::Transfer(t) => run_transfer(t),
+    }
+}
+
+fn run_transfer(args: &TransferArgs) -> Result<()> {
+    args.threads.apply();
+    let mut config = if args.quick {
+        TransferConfig::quick(&args.out)
+    } else {
+        TransferConfig::full(&args.out)
+    };
+    config.resume = args.resume;
+    let report = run_experiment(&config, &mut BarProgress::new())
+        .with_context(|| format!("transfer experiment in {}", args.out.display()))?;
+    println!("{}", format_table(&report.rows));
+    println!(
+        "pretrained source accuracy {:.3} ({}); {} runs restored from checkpoints",
+        report.pretrain.source_accuracy,
+        if report.pretrained_reused {
+            "cached"
+        } else {
+            "trained now"
+        },
+        report.restored_runs
+    );
+    for path in [
+        &report.files.json,
+        &report.files.table,
+        &report.files.svg,
+        &report.files.png,
+    ] {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

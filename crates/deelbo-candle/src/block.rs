@@ -111,14 +111,14 @@ impl VariationalBlock {
         if spec.init.is_empty() {
             return Err(invalid("it has no tensors".to_string()));
         }
-        if let PriorMean::Tensors(mu) = &spec.prior_mean {
-            if mu.len() != spec.init.len() {
-                return Err(invalid(format!(
-                    "{} prior-mean tensors for {} weight tensors",
-                    mu.len(),
-                    spec.init.len()
-                )));
-            }
+        if let PriorMean::Tensors(mu) = &spec.prior_mean
+            && mu.len() != spec.init.len()
+        {
+            return Err(invalid(format!(
+                "{} prior-mean tensors for {} weight tensors",
+                mu.len(),
+                spec.init.len()
+            )));
         }
         let mut tensors = Vec::with_capacity(spec.init.len());
         let mut offset = 0u64;

@@ -92,14 +92,14 @@ impl NesterovSgd {
             });
         }
         for g in &groups {
-            if let Some(c) = g.clip_norm {
-                if !(c.is_finite() && c > 0.0) {
-                    return Err(AdapterError::InvalidSetting {
-                        name: "gradient clip norm".to_string(),
-                        value: c,
-                        reason: "must be positive and finite".to_string(),
-                    });
-                }
+            if let Some(c) = g.clip_norm
+                && !(c.is_finite() && c > 0.0)
+            {
+                return Err(AdapterError::InvalidSetting {
+                    name: "gradient clip norm".to_string(),
+                    value: c,
+                    reason: "must be positive and finite".to_string(),
+                });
             }
         }
         let buffers = groups.iter().map(|g| vec![None; g.vars.len()]).collect();

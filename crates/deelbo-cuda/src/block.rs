@@ -240,7 +240,7 @@ impl DeviceParamBlock {
             DeviceScale::Isotropic(s) => (s, None),
             DeviceScale::Diagonal(b) => (1.0f32, Some(&b.data)),
         };
-        let vec4 = i32::from(first % 4 == 0);
+        let vec4 = i32::from(first.is_multiple_of(4));
         let inner = &self.dev.inner;
         let (function, max_grid) = match kernel {
             ForwardKernel::Plain => (&inner.kernels.fused_forward, self.dev.reduction_grid()),
@@ -376,7 +376,7 @@ impl DeviceParamBlock {
                 Mode::Gradient(_) => (0.0f32, 0.0f32, 0i32),
                 Mode::Sgd(s) => (s.lr, s.momentum, 1i32),
             };
-            let vec4 = i32::from(first % 4 == 0);
+            let vec4 = i32::from(first.is_multiple_of(4));
             let cfg = philox_launch(n, first, self.dev.reduction_grid());
             let inner = &self.dev.inner;
             let mut b = inner.stream.launch_builder(&inner.kernels.fused_backward);

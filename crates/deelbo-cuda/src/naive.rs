@@ -152,7 +152,7 @@ impl NaiveStep {
         // 1. eps = randn_like(m)
         {
             let [k0, k1, s_lo, s_hi] = key_words(key);
-            let vec4 = i32::from(first % 4 == 0);
+            let vec4 = i32::from(first.is_multiple_of(4));
             let mut b = self.dev.inner.stream.launch_builder(&k.naive_normal);
             b.arg(&eps)
                 .arg(&n)

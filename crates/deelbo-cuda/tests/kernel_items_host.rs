@@ -147,7 +147,7 @@ impl Harness {
             .arg(format!("{:x}", k[1]))
             .arg(format!("{:x}", key.stream as u32))
             .arg(format!("{:x}", (key.stream >> 32) as u32))
-            .arg(if first % 4 == 0 { "1" } else { "0" })
+            .arg(if first.is_multiple_of(4) { "1" } else { "0" })
             .arg(if has_mu { "1" } else { "0" })
             .arg(if has_diag { "1" } else { "0" });
         for f in floats {

@@ -308,10 +308,10 @@ struct ArdProblem<'a> {
 
 impl ArdProblem<'_> {
     fn evaluate(&self, theta: &[f64]) -> Result<(f64, Vec<f64>)> {
-        if let Some((t, c, g)) = self.cache.borrow().as_ref() {
-            if t.as_slice() == theta {
-                return Ok((*c, g.clone()));
-            }
+        if let Some((t, c, g)) = self.cache.borrow().as_ref()
+            && t.as_slice() == theta
+        {
+            return Ok((*c, g.clone()));
         }
         let clamped: Vec<f64> = theta
             .iter()
@@ -434,12 +434,11 @@ fn ard_search(
         .configure(|state| state.param(start).max_iters(config.ard_iterations))
         .run();
     // A failed line search keeps the coordinate-search point rather than failing the fit.
-    if let Ok(res) = result {
-        if let Some(p) = res.state.best_param.as_ref() {
-            if res.state.best_cost < best_cost {
-                theta = p.clone();
-            }
-        }
+    if let Ok(res) = result
+        && let Some(p) = res.state.best_param.as_ref()
+        && res.state.best_cost < best_cost
+    {
+        theta = p.clone();
     }
     let ls = theta
         .iter()

@@ -245,10 +245,10 @@ pub fn accuracy_time_curves(records: &[RunRecord]) -> Vec<Curve> {
                                 Stage::Grid { .. } => o.validation.map(|v| v.nll),
                                 _ => Some(o.final_train_loss),
                             };
-                            if let Some(c) = c.filter(|c| c.is_finite()) {
-                                if best.is_none_or(|(b, _)| c < b) {
-                                    best = Some((c, o.test.accuracy));
-                                }
+                            if let Some(c) = c.filter(|c| c.is_finite())
+                                && best.is_none_or(|(b, _)| c < b)
+                            {
+                                best = Some((c, o.test.accuracy));
                             }
                         }
                     }

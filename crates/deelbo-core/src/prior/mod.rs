@@ -124,11 +124,12 @@ impl KlTerms {
     pub fn kl(&self, v: f64) -> Result<f64> {
         let v = ensure_positive("prior variance", v)?;
         let d = self.d();
-        if let (Some(s2), true) = (self.isotropic_sigma2, self.log_det_prior == 0.0) {
-            if self.trace == d * s2 {
-                let r = s2 / v;
-                return Ok(0.5 * d * ((r - 1.0) - r.ln()) + self.quadratic / (2.0 * v));
-            }
+        if let Some(s2) = self.isotropic_sigma2
+            && self.log_det_prior == 0.0
+            && self.trace == d * s2
+        {
+            let r = s2 / v;
+            return Ok(0.5 * d * ((r - 1.0) - r.ln()) + self.quadratic / (2.0 * v));
         }
         Ok(0.5
             * ((self.trace + self.quadratic) / v - d

@@ -16,7 +16,7 @@ use crate::table::format_lengthscale;
 /// The fitting methods offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
-    /// Data-emphasized ELBO (kappa = D/N unless --kappa says otherwise).
+    /// Data-emphasized ELBO (kappa = D/(2N) unless --kappa says otherwise).
     DeElbo,
     /// Plain ELBO (kappa = 1).
     Elbo,
@@ -63,7 +63,10 @@ pub struct FitArgs {
     /// How to learn the hyperparameters.
     #[arg(long, value_enum, default_value_t = MethodArg::DeElbo)]
     pub method: MethodArg,
-    /// Likelihood weight for de-elbo: a number >= 1, 'd/n' (default) or 'd/2n'; D = --features.
+    /// Likelihood weight for de-elbo: a number >= 1, 'd/n' or 'd/2n' (default); D = --features.
+    /// With a learned noise and N <= R rows, kappa = D/N is exactly where the objective stops
+    /// being bounded as the noise shrinks (it then interpolates the data), hence D/(2N) by
+    /// default; values below 1 are raised to 1.
     #[arg(long, value_name = "K", value_parser = parse_kappa)]
     pub kappa: Option<KappaArg>,
     /// Number of random Fourier features R.
@@ -107,10 +110,12 @@ fn usage_error(message: String) -> ! {
 /// Run `deelbo rff fit`.
 pub fn run(args: &FitArgs) -> Result<()> {
     let method = match (args.method, args.kappa) {
-        (MethodArg::DeElbo, None | Some(KappaArg::DataEmphasized)) => {
+        (MethodArg::DeElbo, Some(KappaArg::DataEmphasized)) => {
             Method::Elbo(KappaRule::DataEmphasized)
         }
-        (MethodArg::DeElbo, Some(KappaArg::Half)) => Method::Elbo(KappaRule::HalfDataEmphasized),
+        (MethodArg::DeElbo, None | Some(KappaArg::Half)) => {
+            Method::Elbo(KappaRule::HalfDataEmphasized)
+        }
         (MethodArg::DeElbo, Some(KappaArg::Fixed(k))) => Method::Elbo(KappaRule::Fixed(k)),
         (MethodArg::Elbo, None) => Method::Elbo(KappaRule::Standard),
         (MethodArg::Evidence, None) => Method::Evidence,

@@ -301,8 +301,9 @@ fn fit_then_predict_round_trip() {
     ];
     expected.sort_unstable();
     assert_eq!(keys, expected);
-    assert_eq!(v["method"], "de-elbo");
-    assert!((v["kappa"].as_f64().unwrap() - 128.0 / 40.0).abs() < 1e-12);
+    // The default kappa of `rff fit` is D/(2N) (D/N is the knife edge for learned noise).
+    assert_eq!(v["method"], "de-elbo-half");
+    assert!((v["kappa"].as_f64().unwrap() - 128.0 / 80.0).abs() < 1e-12);
     assert!(
         v["lengthscale"].is_array(),
         "two inputs: one lengthscale per input in data units"

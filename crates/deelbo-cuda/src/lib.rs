@@ -54,6 +54,14 @@ pub use device::{CudaDevice, DeviceBuffer};
 pub use error::{CudaError, Result};
 pub use naive::NaiveStep;
 
+/// Print a "skipped: ..." line straight to the process's stderr. `cargo test` captures
+/// `println!`/`eprintln!` of passing tests, so a skip reported that way would be invisible and
+/// the test would look as if it had checked something; a direct write is always shown.
+pub fn report_skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
 /// Open device 0, or report why not: `Ok(None)` with a printed `"skipped: no CUDA driver"` line
 /// when the machine has no CUDA driver (for examples, tests and benches that must skip cleanly);
 /// every other failure is an error.
@@ -61,7 +69,7 @@ pub fn device_or_skip(what: &str) -> Result<Option<CudaDevice>> {
     match CudaDevice::new(0) {
         Ok(dev) => Ok(Some(dev)),
         Err(CudaError::NoDriver) => {
-            println!("{what}: skipped: no CUDA driver");
+            report_skip(&format!("{what}: skipped: no CUDA driver"));
             Ok(None)
         }
         Err(e) => Err(e),

@@ -175,7 +175,7 @@ fn kernel_item_functions_on_the_host_match_the_cpu_step() {
         .into_iter()
         .find(|cc| Command::new(cc).arg("--version").output().is_ok());
     let Some(cc) = cc else {
-        println!("skipped: no host C++ compiler to build the kernel-item harness");
+        deelbo_cuda::report_skip("skipped: no host C++ compiler to build the kernel-item harness");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,9 @@ use deelbo_cuda::{CudaDevice, CudaError, device_or_skip, driver_available};
 #[test]
 fn missing_driver_is_a_typed_error() {
     if driver_available() {
-        println!("skipped: a CUDA driver is present (this test covers machines without one)");
+        deelbo_cuda::report_skip(
+            "skipped: a CUDA driver is present (this test covers machines without one)",
+        );
         return;
     }
     match CudaDevice::new(0) {

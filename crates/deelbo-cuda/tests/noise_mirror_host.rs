@@ -99,7 +99,7 @@ fn run(exe: &std::path::Path, input: &str) -> Vec<u32> {
 #[test]
 fn cuda_noise_source_compiled_on_the_host_matches_the_core_bit_for_bit() {
     let Some(cc) = compiler() else {
-        println!("skipped: no host C++ compiler to build the noise mirror");
+        deelbo_cuda::report_skip("skipped: no host C++ compiler to build the noise mirror");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

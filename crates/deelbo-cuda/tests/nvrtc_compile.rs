@@ -8,9 +8,9 @@ use deelbo_cuda::source::names;
 #[test]
 fn generated_source_compiles_with_nvrtc_without_fma() {
     if !nvrtc_available() {
-        println!(
+        deelbo_cuda::report_skip(
             "skipped: NVRTC not found (run crates/deelbo-cuda/scripts/fetch-nvrtc.sh and set \
-             LD_LIBRARY_PATH to compile the kernels here)"
+             LD_LIBRARY_PATH to compile the kernels here)",
         );
         return;
     }

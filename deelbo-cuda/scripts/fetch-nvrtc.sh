@@ -4,7 +4,7 @@
 # test of deelbo-cuda can run on a machine with no CUDA toolkit and no GPU. Prints the
 # LD_LIBRARY_PATH to use. Needs pip (PyPI). Idempotent.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../../.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 dest="$root/.whl/nvrtc"
 if ! ls "$dest"/lib/libnvrtc.so.12 >/dev/null 2>&1; then
     tmp="$(mktemp -d)"

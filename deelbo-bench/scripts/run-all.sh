@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deelbo GPU checks on a machine with an NVIDIA driver and no Rust toolchain: the binaries that
-# crates/deelbo-bench/scripts/gpu-bundle.sh put next to this script. Run from the repository
+# deelbo-bench/scripts/gpu-bundle.sh put next to this script. Run from the repository
 # root: `bash .device-bin/run-all.sh` (RUN_CPU_BENCH=1 also runs the CPU criterion bench).
 # Logs and JSON go to $OUT (or .device-bin/out). Exits non-zero if any step failed.
 set -uo pipefail
@@ -51,7 +51,7 @@ step criterion-gpu "$here/benches/fused_gpu" --bench --noplot
 if [ "${RUN_CPU_BENCH:-0}" = 1 ]; then
     step criterion-cpu "$here/benches/fused_cpu" --bench --noplot
 fi
-step torch-eager python3 "$root/crates/deelbo-bench/scripts/torch_eager.py" \
+step torch-eager python3 "$root/deelbo-bench/scripts/torch_eager.py" \
     --deelbo-json "$out/report.json" --json "$out/torch.json"
 rm -rf "$shim"
 

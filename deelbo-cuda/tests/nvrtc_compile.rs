@@ -9,7 +9,7 @@ use deelbo_cuda::source::names;
 fn generated_source_compiles_with_nvrtc_without_fma() {
     if !nvrtc_available() {
         deelbo_cuda::report_skip(
-            "skipped: NVRTC not found (run crates/deelbo-cuda/scripts/fetch-nvrtc.sh and set \
+            "skipped: NVRTC not found (run deelbo-cuda/scripts/fetch-nvrtc.sh and set \
              LD_LIBRARY_PATH to compile the kernels here)",
         );
         return;

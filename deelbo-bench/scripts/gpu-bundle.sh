@@ -3,13 +3,13 @@
 # a machine WITH a Rust toolchain, and copies them with a runner script into .device-bin/ at the
 # repository root (ignored by git), for a GPU machine WITHOUT a Rust toolchain:
 #
-#   crates/deelbo-bench/scripts/gpu-bundle.sh          # here: builds, fills .device-bin/
+#   deelbo-bench/scripts/gpu-bundle.sh          # here: builds, fills .device-bin/
 #   bash .device-bin/run-all.sh                        # there, from the repository root
 #
 # run-all.sh writes its logs and JSON to $OUT (or .device-bin/out). Binaries are linked against
 # glibc only; libcuda and libnvrtc are loaded at run time (run-all.sh finds them).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../../.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 dest="$root/.device-bin"
 rm -rf "$dest"
@@ -48,7 +48,7 @@ for ex in 01_fused_forward 02_training_steps 03_register_usage; do
     cp "target/release/examples/$ex" "$dest/examples/$ex"
 done
 cp target/release/deelbo-bench-report "$dest/bin/"
-cp crates/deelbo-bench/scripts/run-all.sh "$dest/run-all.sh"
+cp deelbo-bench/scripts/run-all.sh "$dest/run-all.sh"
 chmod +x "$dest/run-all.sh"
 du -sh "$dest"
 echo "bundle ready: carry .device-bin and run 'bash .device-bin/run-all.sh' on the GPU machine"

@@ -12,7 +12,7 @@ fn trimmed_lines(text: &str) -> Vec<String> {
 
 #[test]
 fn readme_snippet_matches_the_compiled_example() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

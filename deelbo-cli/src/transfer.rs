@@ -41,7 +41,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Directory for the cached pretrained network.
-    #[arg(long, default_value = "deelbo-transfer")]
+    #[arg(long, default_value = "deelbo-transfer-out")]
     pub out: PathBuf,
     /// Print the result as one JSON object.
     #[arg(long)]
@@ -73,7 +73,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub quick: bool,
     /// Output directory: pretrained network, checkpoints, transfer.json, table.txt, figures.
-    #[arg(long, default_value = "deelbo-transfer")]
+    #[arg(long, default_value = "deelbo-transfer-out")]
     pub out: PathBuf,
     /// Continue the checkpointed runs in --out instead of refusing to overwrite them.
     #[arg(long)]

@@ -10,7 +10,7 @@ gradients the fused deelbo backward produces.
 Prints the median time per call for D in the chosen sizes and, given the JSON written by
 `deelbo-bench-report --json FILE`, the ratio PyTorch eager / deelbo fused for the same D.
 
-    python3 crates/deelbo-bench/scripts/torch_eager.py --sizes 1e5,1e6,1e7,2.5e7 \
+    python3 deelbo-bench/scripts/torch_eager.py --sizes 1e5,1e6,1e7,2.5e7 \
         [--deelbo-json report.json] [--reps 50]
 """
 

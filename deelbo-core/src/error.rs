@@ -18,10 +18,10 @@ pub enum CoreError {
     #[error("the number of training examples N must be at least 1")]
     NoExamples,
     /// A parameter block, or the whole model, has no parameters (D = 0).
-    #[error("{what} has no parameters (D = 0)")]
+    #[error("{name} has no parameters (D = 0)")]
     NoParameters {
         /// Which block or model.
-        what: String,
+        name: String,
     },
     /// A variance, standard deviation or scale that must be strictly positive and finite is not.
     #[error("{name} must be positive and finite, got {value}")]
@@ -30,6 +30,16 @@ pub enum CoreError {
         name: String,
         /// The rejected value.
         value: f64,
+    },
+    /// A finite setting outside the range it must lie in.
+    #[error("{name} = {value} is out of range: {reason}")]
+    OutOfRange {
+        /// The setting's name.
+        name: String,
+        /// The rejected value.
+        value: f64,
+        /// The range it must lie in.
+        reason: String,
     },
     /// An input holds NaN or an infinity.
     #[error("{name} holds a non-finite value ({value}) at index {index}")]
@@ -75,41 +85,3 @@ pub enum CoreError {
 
 /// Shorthand for `Result<T, CoreError>`.
 pub type Result<T> = std::result::Result<T, CoreError>;
-
-/// Check that `value` is finite and > 0, naming it in the error.
-pub(crate) fn ensure_positive(name: &str, value: f64) -> Result<f64> {
-    if value.is_finite() && value > 0.0 {
-        Ok(value)
-    } else {
-        Err(CoreError::NonPositive {
-            name: name.to_string(),
-            value,
-        })
-    }
-}
-
-/// Check that `value` is finite (any sign), naming it in the error.
-pub(crate) fn ensure_finite(name: &str, value: f64) -> Result<f64> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(CoreError::NonFinite {
-            name: name.to_string(),
-            index: 0,
-            value,
-        })
-    }
-}
-
-/// Check that two lengths agree.
-pub(crate) fn ensure_len(name: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(CoreError::LengthMismatch {
-            name: name.to_string(),
-            expected,
-            found,
-        })
-    }
-}

@@ -43,7 +43,8 @@
 //! 12 bytes (read `m`, `mu`; write `w`); backward 16 bytes (read `g`, `m`, `mu`; write the mean
 //! gradient); backward with the SGD update 24 bytes (read `g`, `m`, `mu`, `u`; write `m`, `u`).
 
-use crate::error::{CoreError, Result, ensure_len, ensure_positive};
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::noise::{NoiseKey, fill_normals};
 use crate::objective::{BlockEvaluation, Objective};
 use crate::posterior::ScaleStats;
@@ -154,8 +155,8 @@ impl KlGradScales {
     }
 
     fn validate(&self) -> Result<()> {
-        ensure_positive("1/(kappa N)", self.inv_kappa_n)?;
-        ensure_positive("prior variance", self.variance)?;
+        check::positive("1/(kappa N)", self.inv_kappa_n)?;
+        check::positive("prior variance", self.variance)?;
         Ok(())
     }
 }
@@ -213,16 +214,16 @@ fn check_threads(threads: usize) -> Result<()> {
 
 fn check_prior(len: usize, prior_mean: Option<&[f32]>) -> Result<()> {
     if let Some(mu) = prior_mean {
-        ensure_len("prior mean", len, mu.len())?;
+        check::same_len("prior mean", len, mu.len())?;
     }
     Ok(())
 }
 
 fn check_scale(len: usize, scale: Scale<'_>) -> Result<()> {
     match scale {
-        Scale::Isotropic(s) => ensure_positive("sigma", f64::from(s)).map(|_| ()),
+        Scale::Isotropic(s) => check::positive("sigma", f64::from(s)).map(|_| ()),
         Scale::Diagonal(s) => {
-            ensure_len("diagonal sigma", len, s.len())?;
+            check::same_len("diagonal sigma", len, s.len())?;
             match s.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
                 Some(j) => Err(CoreError::NonPositive {
                     name: format!("sigma[{j}]"),
@@ -344,7 +345,7 @@ pub fn forward(
     threads: usize,
 ) -> Result<ForwardStats> {
     let len = mean.len();
-    ensure_len("sample", len, sample.len())?;
+    check::same_len("sample", len, sample.len())?;
     check_prior(len, prior_mean)?;
     check_scale(len, scale)?;
     check_threads(threads)?;
@@ -529,13 +530,13 @@ fn check_backward_common(
     kl: KlGradScales,
     threads: usize,
 ) -> Result<()> {
-    ensure_len("gradient of the sample", len, grad_sample.len())?;
+    check::same_len("gradient of the sample", len, grad_sample.len())?;
     check_prior(len, prior_mean)?;
     check_scale(len, scale)?;
     kl.validate()?;
     check_threads(threads)?;
     match (scale, grad_sigma) {
-        (Scale::Diagonal(_), Some(gs)) => ensure_len("diagonal sigma gradient", len, gs.len()),
+        (Scale::Diagonal(_), Some(gs)) => check::same_len("diagonal sigma gradient", len, gs.len()),
         (Scale::Diagonal(_), None) => Err(CoreError::LengthMismatch {
             name: "diagonal sigma gradient (missing buffer)".to_string(),
             expected: len,
@@ -566,7 +567,7 @@ pub fn backward(
     threads: usize,
 ) -> Result<BackwardStats> {
     let len = mean.len();
-    ensure_len("mean gradient", len, grad_mean.len())?;
+    check::same_len("mean gradient", len, grad_mean.len())?;
     check_backward_common(
         len,
         prior_mean,
@@ -619,7 +620,7 @@ pub fn backward_sgd(
     threads: usize,
 ) -> Result<BackwardStats> {
     let len = mean.len();
-    ensure_len("momentum buffer", len, velocity.len())?;
+    check::same_len("momentum buffer", len, velocity.len())?;
     check_backward_common(
         len,
         prior_mean,
@@ -687,7 +688,7 @@ pub mod naive {
         sample: &mut [f32],
     ) -> Result<(ForwardStats, Tape)> {
         let len = mean.len();
-        ensure_len("sample", len, sample.len())?;
+        check::same_len("sample", len, sample.len())?;
         check_prior(len, prior_mean)?;
         check_scale(len, scale)?;
         let mut eps = vec![0.0f32; len];
@@ -740,8 +741,8 @@ pub mod naive {
         grad_sigma: Option<&mut [f32]>,
     ) -> Result<BackwardStats> {
         let len = tape.eps.len();
-        ensure_len("tape difference", len, tape.diff.len())?;
-        ensure_len("mean gradient", len, grad_mean.len())?;
+        check::same_len("tape difference", len, tape.diff.len())?;
+        check::same_len("mean gradient", len, grad_mean.len())?;
         check_backward_common(len, None, scale, grad_sample, grad_sigma.as_deref(), kl, 1)?;
         let (c, k, inv_v) = kl.f32_constants();
         let noise_dot = deterministic_sum(
@@ -775,8 +776,8 @@ pub mod naive {
         grad_mean: &[f32],
         sgd: SgdMomentum,
     ) -> Result<()> {
-        ensure_len("momentum buffer", mean.len(), velocity.len())?;
-        ensure_len("mean gradient", mean.len(), grad_mean.len())?;
+        check::same_len("momentum buffer", mean.len(), velocity.len())?;
+        check::same_len("mean gradient", mean.len(), grad_mean.len())?;
         check_sgd(sgd)?;
         for (u, &g) in velocity.iter_mut().zip(grad_mean) {
             *u = sgd.momentum * *u + g;

@@ -1,6 +1,7 @@
 //! Kappa, the likelihood weight of the data-emphasized ELBO:
 //! `J_kappa = kappa sum_n E_q[log p(y_n | x_n, w)] - sum_b KL(q_b || p_b)`.
 
+use crate::check;
 use crate::error::{CoreError, Result};
 
 /// How kappa is chosen from the model size `D` and the training-set size `N`.
@@ -53,11 +54,7 @@ impl KappaRule {
     /// Resolve the rule for a model of `params` weights (`D`) trained on `examples` examples
     /// (`N`). Errors: `D = 0`, `N = 0`, or a fixed kappa below 1 / not finite.
     pub fn resolve(&self, params: usize, examples: usize) -> Result<Kappa> {
-        if params == 0 {
-            return Err(CoreError::NoParameters {
-                what: "the model".to_string(),
-            });
-        }
+        check::has_parameters("the model", params)?;
         if examples == 0 {
             return Err(CoreError::NoExamples);
         }

@@ -37,6 +37,7 @@
 //! # Ok::<(), deelbo_core::CoreError>(())
 //! ```
 
+pub mod check;
 pub mod error;
 pub mod fused;
 pub mod kappa;

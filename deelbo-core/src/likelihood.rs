@@ -6,29 +6,19 @@
 
 use ndarray::ArrayView2;
 
-use crate::error::{CoreError, Result, ensure_len, ensure_positive};
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::tensor::deterministic_sum;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
-fn check_all_finite(name: &str, x: &[f64]) -> Result<()> {
-    match x.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(CoreError::NonFinite {
-            name: name.to_string(),
-            index,
-            value: x[index],
-        }),
-        None => Ok(()),
-    }
-}
-
 /// `sum_n ln N(y_n; f_n, s^2) = sum_n [ -1/2 ln(2 pi s^2) - (y_n - f_n)^2/(2 s^2) ]` for
 /// targets `y`, predictions `f` and noise variance `s^2 > 0`.
 pub fn gaussian_log_likelihood(y: &[f64], f: &[f64], noise_variance: f64) -> Result<f64> {
-    ensure_len("predictions", y.len(), f.len())?;
-    let s2 = ensure_positive("noise variance", noise_variance)?;
-    check_all_finite("targets", y)?;
-    check_all_finite("predictions", f)?;
+    check::same_len("predictions", y.len(), f.len())?;
+    let s2 = check::positive("noise variance", noise_variance)?;
+    check::all_finite("targets", y)?;
+    check::all_finite("predictions", f)?;
     let norm = -0.5 * (LN_2PI + s2.ln());
     Ok(deterministic_sum(
         y.iter()
@@ -50,12 +40,12 @@ pub fn expected_gaussian_log_likelihood(
     feature_variances: &[f64],
     noise_variance: f64,
 ) -> Result<f64> {
-    ensure_len("predictions", y.len(), predictions.len())?;
-    ensure_len("feature variances", y.len(), feature_variances.len())?;
-    let s2 = ensure_positive("noise variance", noise_variance)?;
-    check_all_finite("targets", y)?;
-    check_all_finite("predictions", predictions)?;
-    check_all_finite("feature variances", feature_variances)?;
+    check::same_len("predictions", y.len(), predictions.len())?;
+    check::same_len("feature variances", y.len(), feature_variances.len())?;
+    let s2 = check::positive("noise variance", noise_variance)?;
+    check::all_finite("targets", y)?;
+    check::all_finite("predictions", predictions)?;
+    check::all_finite("feature variances", feature_variances)?;
     let norm = -0.5 * (LN_2PI + s2.ln());
     Ok(deterministic_sum(
         y.iter()
@@ -68,8 +58,8 @@ pub fn expected_gaussian_log_likelihood(
 /// Row-wise `log_softmax(z)_c = z_c - logsumexp(z)`, with `logsumexp(z) = z_max + ln sum_c
 /// e^(z_c - z_max)` (no overflow).
 pub fn log_softmax_row(logits: &[f64], out: &mut [f64]) -> Result<()> {
-    ensure_len("log-softmax output", logits.len(), out.len())?;
-    check_all_finite("logits", logits)?;
+    check::same_len("log-softmax output", logits.len(), out.len())?;
+    check::all_finite("logits", logits)?;
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
     for (o, z) in out.iter_mut().zip(logits) {
@@ -80,7 +70,7 @@ pub fn log_softmax_row(logits: &[f64], out: &mut [f64]) -> Result<()> {
 
 /// `sum_n ln softmax(z_n)_{y_n}` for a `N x C` matrix of logits and labels in `0..C`.
 pub fn categorical_log_likelihood(logits: ArrayView2<'_, f64>, labels: &[usize]) -> Result<f64> {
-    ensure_len("labels", logits.nrows(), labels.len())?;
+    check::same_len("labels", logits.nrows(), labels.len())?;
     let classes = logits.ncols();
     let mut row_buf = vec![0.0; classes];
     let mut out = vec![0.0; classes];
@@ -115,8 +105,8 @@ pub fn categorical_mean_nll_gradient(
     grad: &mut [f64],
 ) -> Result<()> {
     let (n, c) = logits.dim();
-    ensure_len("labels", n, labels.len())?;
-    ensure_len("gradient buffer", n * c, grad.len())?;
+    check::same_len("labels", n, labels.len())?;
+    check::same_len("gradient buffer", n * c, grad.len())?;
     let mut row_buf = vec![0.0; c];
     for (i, (row, &label)) in logits.rows().into_iter().zip(labels).enumerate() {
         if label >= c {

@@ -17,7 +17,8 @@
 //! With learned variances these are the gradients of `KL*` (envelope theorem: `v*` is optimal,
 //! so its own dependence on `m` and `sigma` contributes nothing).
 
-use crate::error::{CoreError, Result, ensure_finite};
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::kappa::{Kappa, KappaRule};
 use crate::posterior::{IsotropicPosterior, sigmoid, softplus};
 use crate::prior::{KlTerms, PriorVariance};
@@ -130,7 +131,7 @@ impl Objective {
         mean_nll: f64,
         blocks: &[(KlTerms, PriorVariance)],
     ) -> Result<Evaluation> {
-        ensure_finite("mean negative log-likelihood", mean_nll)?;
+        check::finite("mean negative log-likelihood", mean_nll)?;
         let kn = self.kappa_n();
         let mut kl_total = 0.0;
         let mut out = Vec::with_capacity(blocks.len());

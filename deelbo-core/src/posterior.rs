@@ -4,7 +4,8 @@
 //! The means `m` live in the caller's parameter blocks ([`crate::tensor`]); this module owns the
 //! scale parameterization and its sufficient statistics ([`ScaleStats`]).
 
-use crate::error::{CoreError, Result, ensure_finite, ensure_positive};
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::tensor::{CompensatedSum, Real};
 
 /// The paper's initial posterior standard deviation: `sigma = 1e-4`.
@@ -17,7 +18,7 @@ pub fn softplus(x: f64) -> f64 {
 
 /// The inverse of [`softplus`]: `rho = ln(e^y - 1) = y + ln(1 - e^-y)`, for `y > 0`.
 pub fn inverse_softplus(y: f64) -> Result<f64> {
-    ensure_positive("sigma", y)?;
+    check::positive("sigma", y)?;
     Ok(y + (-(-y).exp_m1()).ln())
 }
 
@@ -99,13 +100,13 @@ impl ScaleStats {
     /// Check that the statistics describe a valid positive scale.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            ScaleStats::Isotropic { sigma } => ensure_positive("sigma", sigma).map(|_| ()),
+            ScaleStats::Isotropic { sigma } => check::positive("sigma", sigma).map(|_| ()),
             ScaleStats::Diagonal {
                 sum_sigma2,
                 sum_ln_sigma2,
             } => {
-                ensure_positive("sum of sigma_j^2", sum_sigma2)?;
-                ensure_finite("sum of ln sigma_j^2", sum_ln_sigma2).map(|_| ())
+                check::positive("sum of sigma_j^2", sum_sigma2)?;
+                check::finite("sum of ln sigma_j^2", sum_ln_sigma2).map(|_| ())
             }
         }
     }
@@ -130,7 +131,7 @@ impl Default for IsotropicPosterior {
 impl IsotropicPosterior {
     /// From the raw parameter `rho` (any finite value).
     pub fn from_rho(rho: f64) -> Result<Self> {
-        ensure_finite("rho", rho)?;
+        check::finite("rho", rho)?;
         if softplus(rho) <= 0.0 {
             return Err(CoreError::NonPositive {
                 name: "sigma = softplus(rho)".to_string(),

@@ -12,7 +12,8 @@
 
 use ndarray::{ArrayBase, Data, DataMut, Ix1};
 
-use crate::error::{Result, ensure_len};
+use crate::check;
+use crate::error::Result;
 use crate::noise::{NoiseKey, fill_normals};
 
 /// The floating-point element types a block may hold (`f32`, `f64`).
@@ -177,7 +178,7 @@ macro_rules! block_reductions {
         }
 
         fn dot(&self, other: &Self) -> Result<f64> {
-            ensure_len("dot operand", self.len(), other.len())?;
+            check::same_len("dot operand", self.len(), other.len())?;
             Ok(deterministic_sum(
                 self.iter()
                     .zip(other.iter())
@@ -186,7 +187,7 @@ macro_rules! block_reductions {
         }
 
         fn squared_distance(&self, other: &Self) -> Result<f64> {
-            ensure_len("prior mean", self.len(), other.len())?;
+            check::same_len("prior mean", self.len(), other.len())?;
             Ok(deterministic_sum(self.iter().zip(other.iter()).map(
                 |(a, b)| {
                     let d = a.as_f64() - b.as_f64();
@@ -208,7 +209,7 @@ macro_rules! block_reductions {
 macro_rules! block_updates {
     () => {
         fn axpy(&mut self, alpha: f64, y: &Self) -> Result<()> {
-            ensure_len("axpy operand", self.len(), y.len())?;
+            check::same_len("axpy operand", self.len(), y.len())?;
             let a = Self::Elem::from_f64_rounded(alpha);
             for (x, &y) in self.iter_mut().zip(y.iter()) {
                 *x = *x + a * y;
@@ -217,8 +218,8 @@ macro_rules! block_updates {
         }
 
         fn add_scaled_difference(&mut self, alpha: f64, a: &Self, b: &Self) -> Result<()> {
-            ensure_len("difference operand", self.len(), a.len())?;
-            ensure_len("difference operand", self.len(), b.len())?;
+            check::same_len("difference operand", self.len(), a.len())?;
+            check::same_len("difference operand", self.len(), b.len())?;
             let s = Self::Elem::from_f64_rounded(alpha);
             for ((x, &a), &b) in self.iter_mut().zip(a.iter()).zip(b.iter()) {
                 *x = *x + s * (a - b);
@@ -262,7 +263,7 @@ impl<T: Real> ParamBlockMut for [T] {
         noise: NoiseKey,
         first_index: u64,
     ) -> Result<()> {
-        ensure_len("variational mean", self.len(), mean.len())?;
+        check::same_len("variational mean", self.len(), mean.len())?;
         let s = T::from_f64_rounded(sigma);
         let mut eps = [0.0f32; NOISE_CHUNK];
         let mut index = first_index;
@@ -298,7 +299,7 @@ impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
         noise: NoiseKey,
         first_index: u64,
     ) -> Result<()> {
-        ensure_len("variational mean", self.len(), mean.len())?;
+        check::same_len("variational mean", self.len(), mean.len())?;
         if let (Some(out), Some(m)) = (self.as_slice_mut(), mean.as_slice()) {
             return out.reparameterize(m, sigma, noise, first_index);
         }

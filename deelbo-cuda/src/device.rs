@@ -186,7 +186,7 @@ impl CudaDevice {
         if len == 0 {
             // The driver rejects zero-byte allocations; say so in our own terms.
             return Err(CudaError::Core(deelbo_core::CoreError::NoParameters {
-                what: format!("{what} (device buffers need at least one element)"),
+                name: format!("{what} (device buffers need at least one element)"),
             }));
         }
         let bytes = len.saturating_mul(std::mem::size_of::<T>());

@@ -15,8 +15,9 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use super::{KlTerms, check_finite};
-use crate::error::{CoreError, Result, ensure_len, ensure_positive};
+use super::KlTerms;
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::tensor::{CompensatedSum, Real, deterministic_sum};
 
 /// The posterior scale as the low-rank prior needs it.
@@ -53,14 +54,10 @@ impl LowRankPrior {
     /// non-positive or non-finite `a_j`, non-finite `U`.
     pub fn new(diag: Array1<f64>, factor: ArrayView2<'_, f64>) -> Result<Self> {
         let d = diag.len();
-        if d == 0 {
-            return Err(CoreError::NoParameters {
-                what: "the low-rank prior".to_string(),
-            });
-        }
-        ensure_len("rows of the low-rank factor U", d, factor.nrows())?;
+        check::has_parameters("the low-rank prior", d)?;
+        check::same_len("rows of the low-rank factor U", d, factor.nrows())?;
         for (j, &a) in diag.iter().enumerate() {
-            ensure_positive(&format!("prior diagonal a[{j}]"), a)?;
+            check::positive(&format!("prior diagonal a[{j}]"), a)?;
         }
         if let Some((i, &v)) = factor.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(CoreError::NonFinite {
@@ -148,7 +145,7 @@ impl LowRankPrior {
 
     /// `x^T Sigma_p^-1 x = sum_j x_j^2/a_j - ||L^-1 B^T x||^2`.
     pub fn mahalanobis(&self, x: &[f64]) -> Result<f64> {
-        ensure_len("vector", self.len(), x.len())?;
+        check::same_len("vector", self.len(), x.len())?;
         let first = deterministic_sum(x.iter().zip(&self.diag).map(|(x, a)| x * x / a));
         let w = self.whitened_projection(x);
         Ok(first - w.iter().map(|v| v * v).sum::<f64>())
@@ -156,7 +153,7 @@ impl LowRankPrior {
 
     /// `Sigma_p^-1 x = A^-1 x - B C^-1 B^T x`.
     pub fn precision_times(&self, x: &[f64]) -> Result<Vec<f64>> {
-        ensure_len("vector", self.len(), x.len())?;
+        check::same_len("vector", self.len(), x.len())?;
         let mut y = self.whitened_projection(x);
         backward_substitute(&self.core_chol, &mut y); // y = C^-1 B^T x
         Ok(x.iter()
@@ -168,10 +165,10 @@ impl LowRankPrior {
 
     /// `m - mu` in `f64`, after checking both for NaN/Inf and for length.
     fn difference<T: Real>(&self, mean: &[T], prior_mean: &[T]) -> Result<Vec<f64>> {
-        ensure_len("variational mean", self.len(), mean.len())?;
-        ensure_len("prior mean", self.len(), prior_mean.len())?;
-        check_finite("variational mean", mean)?;
-        check_finite("prior mean", prior_mean)?;
+        check::same_len("variational mean", self.len(), mean.len())?;
+        check::same_len("prior mean", self.len(), prior_mean.len())?;
+        check::block_finite("variational mean", mean)?;
+        check::block_finite("prior mean", prior_mean)?;
         Ok(mean
             .iter()
             .zip(prior_mean)
@@ -193,15 +190,15 @@ impl LowRankPrior {
         let d = self.len() as f64;
         let (trace, sum_ln_sigma2, isotropic_sigma2) = match scale {
             LowRankScale::Isotropic { sigma } => {
-                let s = ensure_positive("sigma", sigma)?;
+                let s = check::positive("sigma", sigma)?;
                 (s * s * self.trace_inverse, d * (s * s).ln(), Some(s * s))
             }
             LowRankScale::Diagonal { variances } => {
-                ensure_len("posterior variances", self.len(), variances.len())?;
+                check::same_len("posterior variances", self.len(), variances.len())?;
                 let mut tr = CompensatedSum::default();
                 let mut ln = CompensatedSum::default();
                 for (j, (&s2, &p)) in variances.iter().zip(&self.precision_diag).enumerate() {
-                    ensure_positive(&format!("sigma_{j}^2"), s2)?;
+                    check::positive(&format!("sigma_{j}^2"), s2)?;
                     tr.add(p * s2);
                     ln.add(s2.ln());
                 }
@@ -220,7 +217,7 @@ impl LowRankPrior {
 
     /// `dKL/dm = Sigma_p^-1 (m - mu)/v` (at `v = v*` also `dKL*/dm`, by the envelope theorem).
     pub fn kl_grad_mean<T: Real>(&self, mean: &[T], prior_mean: &[T], v: f64) -> Result<Vec<f64>> {
-        let v = ensure_positive("prior variance", v)?;
+        let v = check::positive("prior variance", v)?;
         let diff = self.difference(mean, prior_mean)?;
         Ok(self
             .precision_times(&diff)?
@@ -232,7 +229,7 @@ impl LowRankPrior {
     /// `ln N(w; mu, v Sigma_p) = -1/2 [ D ln(2 pi v) + ln det Sigma_p + (w - mu)^T Sigma_p^-1
     /// (w - mu)/v ]` in nats.
     pub fn log_density<T: Real>(&self, w: &[T], mu: &[T], v: f64) -> Result<f64> {
-        let v = ensure_positive("prior variance", v)?;
+        let v = check::positive("prior variance", v)?;
         let diff = self.difference(w, mu)?;
         let q = self.mahalanobis(&diff)?;
         let d = self.len() as f64;

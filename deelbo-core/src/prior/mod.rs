@@ -17,7 +17,8 @@
 
 pub mod low_rank;
 
-use crate::error::{CoreError, Result, ensure_finite, ensure_positive};
+use crate::check;
+use crate::error::{CoreError, Result};
 use crate::posterior::ScaleStats;
 use crate::tensor::ParamBlock;
 
@@ -52,11 +53,7 @@ pub struct KlTerms {
 impl KlTerms {
     /// Terms for the isotropic prior `N(mu, v I)` from `M = ||m - mu||^2` and the posterior scale.
     pub fn isotropic(len: usize, sq_dist: f64, scale: ScaleStats) -> Result<Self> {
-        if len == 0 {
-            return Err(CoreError::NoParameters {
-                what: "a parameter block".to_string(),
-            });
-        }
+        check::has_parameters("a parameter block", len)?;
         scale.validate()?;
         if !(sq_dist.is_finite() && sq_dist >= 0.0) {
             return Err(CoreError::NonFinite {
@@ -86,10 +83,10 @@ impl KlTerms {
         prior_mean: Option<&B>,
         scale: ScaleStats,
     ) -> Result<Self> {
-        check_finite("variational mean", mean)?;
+        check::block_finite("variational mean", mean)?;
         let sq_dist = match prior_mean {
             Some(mu) => {
-                check_finite("prior mean", mu)?;
+                check::block_finite("prior mean", mu)?;
                 mean.squared_distance(mu)?
             }
             None => mean.sum_squares(),
@@ -112,9 +109,9 @@ impl KlTerms {
     pub fn variance(&self, setting: PriorVariance) -> Result<f64> {
         match setting {
             PriorVariance::Learned => {
-                ensure_positive("optimal prior variance v*", self.optimal_variance())
+                check::positive("optimal prior variance v*", self.optimal_variance())
             }
-            PriorVariance::Fixed(v) => ensure_positive("prior variance", v),
+            PriorVariance::Fixed(v) => check::positive("prior variance", v),
         }
     }
 
@@ -122,7 +119,7 @@ impl KlTerms {
     /// sigma_j^2 ]` in nats. Isotropic `q` and prior: `D/2 (r - 1 - ln r) + M/(2v)` with
     /// `r = sigma^2/v`. Errors when `v` is not positive and finite.
     pub fn kl(&self, v: f64) -> Result<f64> {
-        let v = ensure_positive("prior variance", v)?;
+        let v = check::positive("prior variance", v)?;
         let d = self.d();
         if let Some(s2) = self.isotropic_sigma2
             && self.log_det_prior == 0.0
@@ -168,22 +165,10 @@ impl KlTerms {
 /// `ln N(w; mu, v I) = -(D/2) ln(2 pi v) - ||w - mu||^2/(2v)` in nats, from `D` and the squared
 /// distance. Used by MAP baselines.
 pub fn isotropic_log_density(len: usize, sq_dist: f64, v: f64) -> Result<f64> {
-    let v = ensure_positive("prior variance", v)?;
-    let sq = ensure_finite("||w - mu||^2", sq_dist)?;
+    let v = check::positive("prior variance", v)?;
+    let sq = check::finite("||w - mu||^2", sq_dist)?;
     let d = len as f64;
     Ok(-0.5 * d * (2.0 * std::f64::consts::PI * v).ln() - sq / (2.0 * v))
-}
-
-/// Error with the first non-finite index of a block, if any.
-pub(crate) fn check_finite<B: ParamBlock + ?Sized>(name: &str, block: &B) -> Result<()> {
-    match block.first_non_finite() {
-        Some((index, value)) => Err(CoreError::NonFinite {
-            name: name.to_string(),
-            index,
-            value,
-        }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

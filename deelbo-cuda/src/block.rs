@@ -2,11 +2,12 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use deelbo_core::NoiseKey;
+use deelbo_core::check;
 use deelbo_core::fused::{BackwardStats, ForwardStats, KlGradScales, SgdMomentum};
 use deelbo_core::posterior::ScaleStats;
 
 use crate::device::{CudaDevice, DeviceBuffer};
-use crate::error::{CudaError, Result, driver, ensure_len};
+use crate::error::{Result, driver};
 use crate::source::{BLOCK_THREADS, MAX_REDUCTION_BLOCKS};
 
 /// The posterior scale of a device block.
@@ -104,7 +105,7 @@ impl DeviceParamBlock {
         first_index: u64,
     ) -> Result<Self> {
         if let Some(mu) = prior_mean {
-            ensure_len("prior mean", mean.len(), mu.len())?;
+            check::same_len("prior mean", mean.len(), mu.len())?;
         }
         Ok(Self {
             dev: dev.clone(),
@@ -165,15 +166,12 @@ impl DeviceParamBlock {
     fn check_scale(&self, scale: DeviceScale<'_>) -> Result<()> {
         match scale {
             DeviceScale::Isotropic(s) => {
-                if !(s.is_finite() && s > 0.0) {
-                    return Err(CudaError::Core(deelbo_core::CoreError::NonPositive {
-                        name: "sigma".to_string(),
-                        value: f64::from(s),
-                    }));
-                }
+                check::positive("sigma", f64::from(s))?;
                 Ok(())
             }
-            DeviceScale::Diagonal(buf) => ensure_len("diagonal sigma", self.len(), buf.len()),
+            DeviceScale::Diagonal(buf) => {
+                Ok(check::same_len("diagonal sigma", self.len(), buf.len())?)
+            }
         }
     }
 
@@ -293,7 +291,7 @@ impl DeviceParamBlock {
         grad_mean: &mut DeviceBuffer,
         grad_sigma: Option<&mut DeviceBuffer>,
     ) -> Result<BackwardStats> {
-        ensure_len("mean gradient", self.len(), grad_mean.len())?;
+        check::same_len("mean gradient", self.len(), grad_mean.len())?;
         self.backward_impl(
             scale,
             key,
@@ -315,17 +313,8 @@ impl DeviceParamBlock {
         sgd: SgdMomentum,
         grad_sigma: Option<&mut DeviceBuffer>,
     ) -> Result<BackwardStats> {
-        if !(sgd.lr.is_finite() && sgd.momentum.is_finite()) {
-            return Err(CudaError::Core(deelbo_core::CoreError::NonFinite {
-                name: "SGD learning rate or momentum".to_string(),
-                index: 0,
-                value: f64::from(if sgd.lr.is_finite() {
-                    sgd.momentum
-                } else {
-                    sgd.lr
-                }),
-            }));
-        }
+        check::finite("SGD learning rate", f64::from(sgd.lr))?;
+        check::finite("SGD momentum", f64::from(sgd.momentum))?;
         self.backward_impl(scale, key, grad_sample, kl, Mode::Sgd(sgd), grad_sigma)
     }
 
@@ -339,29 +328,21 @@ impl DeviceParamBlock {
         grad_sigma: Option<&mut DeviceBuffer>,
     ) -> Result<BackwardStats> {
         self.check_scale(scale)?;
-        ensure_len("gradient of the sample", self.len(), grad_sample.len())?;
+        check::same_len("gradient of the sample", self.len(), grad_sample.len())?;
         for (name, v) in [
             ("1/(kappa N)", kl.inv_kappa_n),
             ("prior variance", kl.variance),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(CudaError::Core(deelbo_core::CoreError::NonPositive {
-                    name: name.to_string(),
-                    value: v,
-                }));
-            }
+            check::positive(name, v)?;
         }
         let grad_sigma = match (scale, grad_sigma) {
             (DeviceScale::Diagonal(_), Some(gs)) => {
-                ensure_len("diagonal sigma gradient", self.len(), gs.len())?;
+                check::same_len("diagonal sigma gradient", self.len(), gs.len())?;
                 Some(gs)
             }
             (DeviceScale::Diagonal(_), None) => {
-                return Err(CudaError::LengthMismatch {
-                    name: "diagonal sigma gradient (missing buffer)".to_string(),
-                    expected: self.len(),
-                    found: 0,
-                });
+                check::same_len("diagonal sigma gradient (missing buffer)", self.len(), 0)?;
+                None
             }
             (DeviceScale::Isotropic(_), _) => None,
         };

@@ -7,8 +7,9 @@ use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr};
 
 use crate::compile::{arch_for, compile_kernels, driver_available};
-use crate::error::{CudaError, Result, alloc, catch_panic, driver, ensure_len};
+use crate::error::{CudaError, Result, alloc, catch_panic, driver};
 use crate::source::{MAX_REDUCTION_BLOCKS, MIN_BLOCKS_PER_SM, PREFETCH_MIN_BLOCKS_PER_SM, names};
+use deelbo_core::check;
 
 /// The loaded kernel functions.
 #[derive(Debug)]
@@ -183,12 +184,11 @@ impl CudaDevice {
         len: usize,
         what: &str,
     ) -> Result<CudaSlice<T>> {
-        if len == 0 {
-            // The driver rejects zero-byte allocations; say so in our own terms.
-            return Err(CudaError::Core(deelbo_core::CoreError::NoParameters {
-                name: format!("{what} (device buffers need at least one element)"),
-            }));
-        }
+        // The driver rejects zero-byte allocations; say so in our own terms.
+        check::has_parameters(
+            &format!("{what} (device buffers need at least one element)"),
+            len,
+        )?;
         let bytes = len.saturating_mul(std::mem::size_of::<T>());
         self.inner
             .stream
@@ -215,7 +215,7 @@ impl CudaDevice {
 
     /// Overwrite a device buffer with host data of the same length.
     pub fn upload_into(&self, host: &[f32], dst: &mut DeviceBuffer) -> Result<()> {
-        ensure_len("uploaded data", dst.len(), host.len())?;
+        check::same_len("uploaded data", dst.len(), host.len())?;
         if host.is_empty() {
             return Ok(());
         }
@@ -239,7 +239,7 @@ impl CudaDevice {
     /// Device-to-device copy of `src` into `dst` (same length): the bandwidth ceiling the
     /// benchmarks compare the kernels against (reads and writes `4 len` bytes each).
     pub fn copy(&self, src: &DeviceBuffer, dst: &mut DeviceBuffer) -> Result<()> {
-        ensure_len("copy destination", src.len(), dst.len())?;
+        check::same_len("copy destination", src.len(), dst.len())?;
         if src.is_empty() {
             return Ok(());
         }
@@ -252,7 +252,7 @@ impl CudaDevice {
     /// Read `N` doubles from device memory (waits for queued work).
     pub(crate) fn read_f64<const N: usize>(&self, src: &CudaSlice<f64>) -> Result<[f64; N]> {
         let mut out = [0.0f64; N];
-        ensure_len("reduction result", N, src.len())?;
+        check::same_len("reduction result", N, src.len())?;
         self.inner
             .stream
             .memcpy_dtoh(src, &mut out[..])

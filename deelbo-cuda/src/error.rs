@@ -37,39 +37,29 @@ pub enum CudaError {
         log: String,
     },
     /// A device allocation failed because the GPU is out of memory.
-    #[error("out of GPU memory allocating {bytes} bytes for {what}")]
+    #[error("out of GPU memory allocating {bytes} bytes for {name}")]
     OutOfMemory {
         /// What was being allocated.
-        what: String,
+        name: String,
         /// The size of the failed allocation.
         bytes: usize,
     },
     /// Any other driver error, with the operation it happened in.
-    #[error("CUDA driver error while {during}: {source}")]
+    #[error("CUDA driver error while {name}: {source}")]
     Driver {
         /// The operation that failed.
-        during: String,
+        name: String,
         /// The driver's error.
         source: DriverError,
     },
     /// The CUDA libraries panicked inside a call (e.g. a driver too old for a symbol); the
     /// message is the panic's.
-    #[error("the CUDA library failed while {during}: {message}")]
+    #[error("the CUDA library failed while {name}: {reason}")]
     LibraryPanic {
         /// The operation that failed.
-        during: String,
-        /// The panic message.
-        message: String,
-    },
-    /// Two buffers that must have the same length do not.
-    #[error("length mismatch for {name}: expected {expected}, got {found}")]
-    LengthMismatch {
-        /// The buffer's name.
         name: String,
-        /// The required length.
-        expected: usize,
-        /// The given length.
-        found: usize,
+        /// The panic message.
+        reason: String,
     },
     /// An invalid scalar argument or a reduction the core rejects (e.g. `sigma <= 0`).
     #[error(transparent)]
@@ -82,7 +72,7 @@ pub type Result<T> = std::result::Result<T, CudaError>;
 /// Wrap a driver error with the operation it happened in.
 pub(crate) fn driver(during: &str) -> impl FnOnce(DriverError) -> CudaError + '_ {
     move |source| CudaError::Driver {
-        during: during.to_string(),
+        name: during.to_string(),
         source,
     }
 }
@@ -92,28 +82,15 @@ pub(crate) fn alloc(what: &str, bytes: usize) -> impl FnOnce(DriverError) -> Cud
     move |source| {
         if source.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
             CudaError::OutOfMemory {
-                what: what.to_string(),
+                name: what.to_string(),
                 bytes,
             }
         } else {
             CudaError::Driver {
-                during: format!("allocating {bytes} bytes for {what}"),
+                name: format!("allocating {bytes} bytes for {what}"),
                 source,
             }
         }
-    }
-}
-
-/// Check that two lengths agree.
-pub(crate) fn ensure_len(name: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(CudaError::LengthMismatch {
-            name: name.to_string(),
-            expected,
-            found,
-        })
     }
 }
 
@@ -122,14 +99,14 @@ pub(crate) fn catch_panic<T>(during: &str, f: impl FnOnce() -> Result<T>) -> Res
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let message = payload
+            let reason = payload
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(CudaError::LibraryPanic {
-                during: during.to_string(),
-                message,
+                name: during.to_string(),
+                reason,
             })
         }
     }

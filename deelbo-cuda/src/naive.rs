@@ -10,12 +10,13 @@
 
 use cudarc::driver::{CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
 use deelbo_core::NoiseKey;
+use deelbo_core::check;
 use deelbo_core::fused::{BackwardStats, ForwardStats, KlGradScales, SgdMomentum};
 use deelbo_core::posterior::ScaleStats;
 
 use crate::block::{DeviceParamBlock, Reduction, key_words, philox_launch};
 use crate::device::{CudaDevice, DeviceBuffer};
-use crate::error::{CudaError, Result, driver, ensure_len};
+use crate::error::{Result, driver};
 use crate::source::BLOCK_THREADS;
 
 /// Buffers of the naive step for blocks of `D` weights: the tape (`eps`, `diff`) and two
@@ -118,13 +119,8 @@ impl NaiveStep {
     }
 
     fn check_block(&self, block: &DeviceParamBlock, sigma: f32) -> Result<()> {
-        ensure_len("naive step buffers", block.len(), self.len())?;
-        if !(sigma.is_finite() && sigma > 0.0) {
-            return Err(CudaError::Core(deelbo_core::CoreError::NonPositive {
-                name: "sigma".to_string(),
-                value: f64::from(sigma),
-            }));
-        }
+        check::same_len("naive step buffers", block.len(), self.len())?;
+        check::positive("sigma", f64::from(sigma))?;
         Ok(())
     }
 
@@ -199,8 +195,8 @@ impl NaiveStep {
         kl: KlGradScales,
         grad_mean: &mut DeviceBuffer,
     ) -> Result<BackwardStats> {
-        ensure_len("gradient of the sample", self.len(), grad_sample.len())?;
-        ensure_len("mean gradient", self.len(), grad_mean.len())?;
+        check::same_len("gradient of the sample", self.len(), grad_sample.len())?;
+        check::same_len("mean gradient", self.len(), grad_mean.len())?;
         let dev = self.dev.clone();
         let k = &dev.inner.kernels;
         let (eps, tmp, tmp2, diff) = (
@@ -230,8 +226,8 @@ impl NaiveStep {
         grad_mean: &DeviceBuffer,
         sgd: SgdMomentum,
     ) -> Result<()> {
-        ensure_len("naive step buffers", block.len(), self.len())?;
-        ensure_len("mean gradient", self.len(), grad_mean.len())?;
+        check::same_len("naive step buffers", block.len(), self.len())?;
+        check::same_len("mean gradient", self.len(), grad_mean.len())?;
         let dev = self.dev.clone();
         let k = &dev.inner.kernels;
         let (u, m, g, tmp) = (

@@ -47,9 +47,13 @@ pub mod objective;
 pub mod posterior;
 pub mod prior;
 pub mod tensor;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod test_util;
 
 pub use error::{CoreError, Result};
 pub use kappa::{Kappa, KappaRule};
+pub use likelihood::LN_2PI;
 pub use noise::{NoiseKey, fill_normals, normal_at};
 pub use objective::{BlockEvaluation, Evaluation, Objective, isotropic_block};
 pub use posterior::{DiagonalPosterior, IsotropicPosterior, ScaleStats, sigmoid, softplus};

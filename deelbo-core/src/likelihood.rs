@@ -10,7 +10,8 @@ use crate::check;
 use crate::error::{CoreError, Result};
 use crate::tensor::deterministic_sum;
 
-const LN_2PI: f64 = 1.837_877_066_409_345_3;
+/// `ln(2 pi)`, the normalizer of every Gaussian log-density in the workspace.
+pub const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
 /// `sum_n ln N(y_n; f_n, s^2) = sum_n [ -1/2 ln(2 pi s^2) - (y_n - f_n)^2/(2 s^2) ]` for
 /// targets `y`, predictions `f` and noise variance `s^2 > 0`.

@@ -3,7 +3,8 @@
 //! with one, a failure to open the device or compile the kernels fails the test.
 
 use deelbo_core::fused::{self, KlGradScales, Scale, SgdMomentum};
-use deelbo_core::{NoiseKey, ScaleStats, normal_at};
+use deelbo_core::test_util::{normal_data, rel_err};
+use deelbo_core::{NoiseKey, ScaleStats};
 use deelbo_cuda::{
     CudaDevice, DeviceParamBlock, DeviceScale, ForwardKernel, NaiveStep, device_or_skip,
 };
@@ -16,13 +17,7 @@ fn device(test: &str) -> Option<CudaDevice> {
 }
 
 fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| scale * normal_at(NoiseKey::new(seed, 77), i as u64))
-        .collect()
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
+    normal_data(len, NoiseKey::new(seed, 77), scale)
 }
 
 /// Sizes around the block geometry: not multiples of 4, of 256 threads x 4 elements, or of the
@@ -85,7 +80,7 @@ fn gpu_forward_matches_cpu_and_is_repeatable() {
                     fused::forward(&m, Some(&mu), scale_cpu, key, first, &mut w_cpu, 2).unwrap();
                 assert!(w == w_cpu, "len {len}: sample differs from the CPU step");
                 assert!(
-                    rel(st.sq_dist, st_cpu.sq_dist) < 1e-6,
+                    rel_err(st.sq_dist, st_cpu.sq_dist) < 1e-6,
                     "M {} vs {}",
                     st.sq_dist,
                     st_cpu.sq_dist
@@ -101,11 +96,14 @@ fn gpu_forward_matches_cpu_and_is_repeatable() {
                     },
                 ) = (st.scale, st_cpu.scale)
                 {
-                    assert!(rel(a, c) < 1e-6 && rel(b, d) < 1e-6, "{a} {b} vs {c} {d}");
+                    assert!(
+                        rel_err(a, c) < 1e-6 && rel_err(b, d) < 1e-6,
+                        "{a} {b} vs {c} {d}"
+                    );
                 }
                 let v = st.kl_terms().unwrap().optimal_variance();
                 let v_cpu = st_cpu.kl_terms().unwrap().optimal_variance();
-                assert!(rel(v, v_cpu) < 1e-6);
+                assert!(rel_err(v, v_cpu) < 1e-6);
                 // Repeated runs: the same bits.
                 for _ in 0..3 {
                     let again = block.forward(scale_gpu, key).unwrap();
@@ -118,7 +116,7 @@ fn gpu_forward_matches_cpu_and_is_repeatable() {
                     .forward_with(ForwardKernel::Prefetch, scale_gpu, key)
                     .unwrap();
                 assert!(dev.download(block.sample()).unwrap() == w_cpu);
-                assert!(rel(pre.sq_dist, st_cpu.sq_dist) < 1e-6);
+                assert!(rel_err(pre.sq_dist, st_cpu.sq_dist) < 1e-6);
                 let pre2 = block
                     .forward_with(ForwardKernel::Prefetch, scale_gpu, key)
                     .unwrap();
@@ -285,7 +283,7 @@ fn gpu_naive_kernels_agree_with_the_fused_ones() {
     let w_fused = dev.download(block.sample()).unwrap();
     let naive_stats = naive.forward(&mut block, 0.05, key).unwrap();
     assert!(dev.download(block.sample()).unwrap() == w_fused);
-    assert!(rel(naive_stats.sq_dist, fused_stats.sq_dist) < 1e-6);
+    assert!(rel_err(naive_stats.sq_dist, fused_stats.sq_dist) < 1e-6);
     let g_dev = dev.upload(&g).unwrap();
     let (mut a, mut b) = (dev.zeros(len).unwrap(), dev.zeros(len).unwrap());
     let bf = block

@@ -114,9 +114,7 @@ fn read(path: &Path) -> Vec<f32> {
 }
 
 fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut v = vec![0.0f32; len];
-    deelbo_core::fill_normals(NoiseKey::new(seed, 5), 0, &mut v);
-    v.iter().map(|x| x * scale).collect()
+    deelbo_core::test_util::normal_data(len, NoiseKey::new(seed, 5), scale)
 }
 
 struct Harness {

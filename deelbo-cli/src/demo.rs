@@ -8,8 +8,9 @@ use clap::Args;
 use deelbo_rff::demo::{DemoConfig, DemoReport, MethodOutcome, run_demo};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::plot::{Figure, Panel};
-use crate::table::{format_lengthscale, format_number, render};
+use deelbo_report::{BandFigure, BandPanel, format_number, render_table};
+
+use crate::table::format_lengthscale;
 
 /// Arguments of `deelbo demo`.
 #[derive(Debug, Args)]
@@ -54,7 +55,7 @@ const HEADER: [&str; 9] = [
     "seconds",
 ];
 
-fn panel(report: &DemoReport, m: &MethodOutcome, title: String) -> Panel {
+fn panel(report: &DemoReport, m: &MethodOutcome, title: String) -> BandPanel {
     let s = &m.summary;
     let l = match &s.lengthscale {
         deelbo_rff::Lengthscale::Isotropic(l) => format!("{l:.3}"),
@@ -66,7 +67,7 @@ fn panel(report: &DemoReport, m: &MethodOutcome, title: String) -> Panel {
             (x, (3.0 * x).sin())
         })
         .collect();
-    Panel {
+    BandPanel {
         title,
         note: format!(
             "l = {l}, noise = {}, test RMSE = {}, NLL = {}",
@@ -120,15 +121,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         config.features as f64 / config.n_train as f64,
         config.features as f64 / (2.0 * config.n_train as f64)
     );
-    println!("{}", render(&HEADER, &rows(&report.methods)));
+    println!("{}", render_table(&HEADER, &rows(&report.methods)));
     println!("kappa sweep (DE-ELBO):");
-    println!("{}", render(&HEADER, &rows(&report.kappa_sweep)));
+    println!("{}", render_table(&HEADER, &rows(&report.kappa_sweep)));
 
     let json_path = args.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     let subtitle = "dots: training data;  line: predictive mean;  shading: ±1 and ±2 predictive std;  gray: true sin(3x)".to_string();
-    let methods = Figure {
+    let methods = BandFigure {
         title: format!(
             "RFF regression (R = {}, N = {}): methods",
             config.features, config.n_train
@@ -144,7 +145,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         y_range: (-2.5, 2.5),
         panel_size: (480, 360),
     };
-    let sweep = Figure {
+    let sweep = BandFigure {
         title: format!(
             "DE-ELBO kappa sweep (R = {}, N = {})",
             config.features, config.n_train

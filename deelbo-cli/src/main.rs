@@ -7,7 +7,6 @@ mod csv_data;
 mod demo;
 mod kappa;
 mod model_file;
-mod plot;
 mod rff;
 mod table;
 mod transfer;

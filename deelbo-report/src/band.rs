@@ -1,36 +1,19 @@
-//! Figures as SVG and PNG with plotters, text in the DejaVu Sans font bundled by the `dejavu`
-//! crate (registered once with `plotters::style::register_font`; no system fonts are used).
-//!
-//! Reusable by every command: a [`Figure`] is a grid of [`Panel`]s, each showing data points, a
-//! predictive mean with ±1 and ±2 standard-deviation bands, and an optional reference curve.
+//! Predictive-band figures: a grid of panels, each showing data points, a predictive mean with
+//! ±1 and ±2 standard-deviation bands, and an optional reference curve.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use anyhow::{Context, Result, anyhow};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
+use plotters::style::FontStyle;
 
-/// The font family name every text style uses.
-pub const FONT: &str = "sans-serif";
-
-/// Register DejaVu Sans (regular and bold) as [`FONT`]; idempotent and thread-safe.
-pub fn register_fonts() -> Result<()> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
-                .and_then(|()| register_font(FONT, FontStyle::Bold, dejavu::sans::bold()))
-                .map_err(|_| "the bundled DejaVu Sans font could not be loaded".to_string())
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
+use crate::error::Result;
+use crate::fonts::FONT;
+use crate::lines::{Drawn, save_svg_png};
 
 /// One panel: a predictive band plot.
 #[derive(Debug, Clone, Default)]
-pub struct Panel {
+pub struct BandPanel {
     /// Caption above the panel.
     pub title: String,
     /// A line of numbers drawn inside the panel (top left).
@@ -49,13 +32,13 @@ pub struct Panel {
 
 /// A grid of panels with a title.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub struct BandFigure {
     /// Title over the whole figure.
     pub title: String,
     /// A second title line (legend).
     pub subtitle: String,
     /// The panels, row by row.
-    pub panels: Vec<Panel>,
+    pub panels: Vec<BandPanel>,
     /// Panels per row.
     pub columns: usize,
     /// Shared x range.
@@ -69,7 +52,7 @@ pub struct Figure {
 const BAND: RGBColor = RGBColor(31, 119, 180);
 const HEADER: u32 = 70;
 
-impl Figure {
+impl BandFigure {
     fn size(&self) -> (u32, u32) {
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols).max(1);
@@ -81,29 +64,16 @@ impl Figure {
 
     /// Write `<stem>.svg` and `<stem>.png`; returns both paths.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
-        register_fonts()?;
-        let svg = stem.with_extension("svg");
-        let png = stem.with_extension("png");
-        let size = self.size();
-        {
-            let root = SVGBackend::new(&svg, size).into_drawing_area();
-            self.draw(&root)
-                .with_context(|| format!("drawing {}", svg.display()))?;
-            root.present()
-                .map_err(|e| anyhow!("cannot write {}: {e}", svg.display()))?;
-        }
-        {
-            let root = BitMapBackend::new(&png, size).into_drawing_area();
-            self.draw(&root)
-                .with_context(|| format!("drawing {}", png.display()))?;
-            root.present()
-                .map_err(|e| anyhow!("cannot write {}: {e}", png.display()))?;
-        }
-        Ok(vec![svg, png])
+        save_svg_png(
+            stem,
+            self.size(),
+            |root| self.draw(root),
+            |root| self.draw(root),
+        )
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Drawn {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         root.fill(&WHITE).map_err(err)?;
         let (header, body) = root.split_vertically(HEADER);
         header
@@ -131,10 +101,10 @@ impl Figure {
 
     fn draw_panel<DB: DrawingBackend>(
         &self,
-        p: &Panel,
+        p: &BandPanel,
         area: &DrawingArea<DB, Shift>,
-    ) -> Result<()> {
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    ) -> Drawn {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         let (x0, x1) = self.x_range;
         let (y0, y1) = self.y_range;
         let clip = |y: f64| y.clamp(y0, y1);

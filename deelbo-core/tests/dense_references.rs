@@ -10,7 +10,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use deelbo_core::likelihood::{categorical_log_likelihood, expected_gaussian_log_likelihood};
+use deelbo_core::likelihood::{
+    categorical_log_likelihood, expected_gaussian_log_likelihood, gaussian_log_likelihood,
+};
 use deelbo_core::prior::low_rank::{LowRankPrior, LowRankScale};
 use deelbo_core::{
     DiagonalPosterior, KappaRule, KlTerms, NoiseKey, Objective, PriorVariance, ScaleStats,
@@ -460,6 +462,88 @@ fn gaussian_de_elbo_is_not_a_lower_bound() {
         assert!(
             j > evidence + 10.0,
             "kappa {kappa}: J = {j}, ln p(y) = {evidence}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// The identity behind kappa for a Gaussian likelihood with a learned noise:
+    /// kappa sum_n ln N(y_n | f_n, s^2) = sum_n ln N(y_n | f_n, s^2/kappa)
+    ///   - N (kappa - 1)/2 ln(2 pi s^2) - N/2 ln kappa,
+    /// i.e. the DE-ELBO is the plain ELBO at noise s^2/kappa plus an improper prior on the noise.
+    #[test]
+    fn kappa_times_a_gaussian_likelihood_is_a_gaussian_likelihood_at_noise_over_kappa(
+        seed in 0u64..1_000_000, n in 1usize..20, log_s2 in -8.0f64..3.0, kappa in 1.0f64..1000.0,
+    ) {
+        let z = normals(seed, 9, 2 * n);
+        let (y, f) = z.split_at(n);
+        let s2 = log_s2.exp();
+        let nf = n as f64;
+        let lhs = kappa * gaussian_log_likelihood(y, f, s2).unwrap();
+        let rhs = gaussian_log_likelihood(y, f, s2 / kappa).unwrap()
+            - nf * (kappa - 1.0) / 2.0 * (2.0 * std::f64::consts::PI * s2).ln()
+            - nf / 2.0 * kappa.ln();
+        prop_assert!((lhs - rhs).abs() <= 1e-10 * lhs.abs().max(rhs.abs()).max(1.0), "{} vs {}", lhs, rhs);
+    }
+}
+
+/// Why D/N is the boundary for a Gaussian likelihood with learned noise: along fits that
+/// interpolate (N <= D, m = the minimum-norm interpolant m0, sigma^2 = D s^2/(kappa T) from the
+/// sigma^2 update 1/sigma^2 = 1/v + kappa T/(D s^2) at leading order, the learned v*), the core's
+/// J_kappa behaves like (D - kappa N)/2 ln s^2 as s^2 -> 0: it rises without bound for
+/// kappa > D/N, is flat at D/N and falls below it.
+#[test]
+fn along_interpolating_fits_j_has_slope_d_minus_kappa_n_over_two_in_ln_noise() {
+    let (n, d) = (3, 6);
+    let model = LinearGaussian::new(17, n, d, 1.0, 0.1);
+    // m0 = X^T (X X^T)^-1 y, so X m0 = y.
+    let gram_inv = model.x.dot(&model.x.t()).inv().unwrap();
+    let m0 = model.x.t().dot(&gram_inv.dot(&model.y));
+    assert!(
+        (model.x.dot(&m0) - &model.y)
+            .iter()
+            .all(|r| r.abs() < 1e-10)
+    );
+    let trace: f64 = model.x.iter().map(|x| x * x).sum();
+    let j = |kappa: f64, s2: f64| {
+        let sigma2 = d as f64 * s2 / (kappa * trace);
+        let pred = model.x.dot(&m0);
+        let feat_var: Vec<f64> = model
+            .x
+            .axis_iter(Axis(0))
+            .map(|row| sigma2 * row.dot(&row))
+            .collect();
+        let ell = expected_gaussian_log_likelihood(
+            model.y.as_slice().unwrap(),
+            pred.as_slice().unwrap(),
+            &feat_var,
+            s2,
+        )
+        .unwrap();
+        let terms = KlTerms::from_block(
+            m0.as_slice().unwrap(),
+            None,
+            ScaleStats::Isotropic {
+                sigma: sigma2.sqrt(),
+            },
+        )
+        .unwrap();
+        Objective::new(KappaRule::Fixed(kappa), d, n)
+            .unwrap()
+            .evaluate(-ell / n as f64, &[(terms, PriorVariance::Learned)])
+            .unwrap()
+            .objective
+    };
+    let d_over_n = d as f64 / n as f64;
+    for kappa in [1.0, 0.5 * d_over_n, d_over_n, 2.0 * d_over_n, 10.0] {
+        let (a, b) = (1e-10f64, 1e-8f64);
+        let slope = (j(kappa, a) - j(kappa, b)) / (a.ln() - b.ln());
+        let predicted = (d as f64 - kappa * n as f64) / 2.0;
+        assert!(
+            (slope - predicted).abs() < 1e-3,
+            "kappa {kappa}: dJ/d ln s^2 = {slope}, (D - kappa N)/2 = {predicted}"
         );
     }
 }

@@ -537,7 +537,7 @@ fn along_interpolating_fits_j_has_slope_d_minus_kappa_n_over_two_in_ln_noise() {
             .objective
     };
     let d_over_n = d as f64 / n as f64;
-    for kappa in [1.0, 0.5 * d_over_n, d_over_n, 2.0 * d_over_n, 10.0] {
+    for kappa in [1.0, 1.5, d_over_n, 2.0 * d_over_n, 10.0] {
         let (a, b) = (1e-10f64, 1e-8f64);
         let slope = (j(kappa, a) - j(kappa, b)) / (a.ln() - b.ln());
         let predicted = (d as f64 - kappa * n as f64) / 2.0;

@@ -304,23 +304,21 @@ proptest! {
             // Step 1e-3 sigma_j: the truncation error h^2/6 |f'''| stays below 1e-6 of the KL
             // term's k/sigma_j (the likelihood part is quadratic in sigma_j: exact), and the
             // rounding of a loss below ~300, 1e-16 * 300/h, below 1e-6 of k/sigma_j >= 2e-4/sigma_j.
-            let h = 1e-3 * sigma[j];
-            let mut sp = sigma.clone();
-            let mut sm = sigma.clone();
-            sp[j] += h;
-            sm[j] -= h;
-            let fd = (model.loss(&m, &sp) - model.loss(&m, &sm)) / (2.0 * h);
+            let fd = central_difference(
+                |x| { let mut s = sigma.clone(); s[j] = x; model.loss(&m, &s) },
+                sigma[j],
+                1e-3 * sigma[j],
+            );
             let got = f64::from(grad_s[j]);
             prop_assert!((got - fd).abs() <= 2e-5 * scale_s, "sigma[{}] = {}: fused {} fd {} (v {}, fixed {})", j, sigma[j], got, fd, v, fixed);
 
             let scale_m = (model.a[j].abs() + model.b[j] * f64::from(w[j]).abs())
                 + (m[j] - model.mu[j]).abs() / (kappa_n * v);
-            let h = 1e-4;
-            let mut mp = m.clone();
-            let mut mm = m.clone();
-            mp[j] += h;
-            mm[j] -= h;
-            let fd = (model.loss(&mp, &sigma) - model.loss(&mm, &sigma)) / (2.0 * h);
+            let fd = central_difference(
+                |x| { let mut mm = m.clone(); mm[j] = x; model.loss(&mm, &sigma) },
+                m[j],
+                1e-4,
+            );
             let got = f64::from(grad_m[j]);
             prop_assert!((got - fd).abs() <= 2e-5 * scale_m + 1e-9, "m[{}]: fused {} fd {}", j, got, fd);
         }

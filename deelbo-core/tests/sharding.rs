@@ -490,6 +490,25 @@ fn data_parallel_ranks_share_the_noise_and_averaged_gradients_are_the_single_dev
         .collect();
     for diagonal in [false, true] {
         let scale = b.scale(diagonal, 0..len);
+        // The fused backward over the whole block at likelihood gradient g.
+        let back = |g: &[f32], threads: usize| {
+            let mut gm = vec![0.0f32; len];
+            let mut gs = vec![0.0f32; len];
+            let bs = backward(
+                &b.m,
+                Some(&b.mu),
+                scale,
+                key,
+                0,
+                g,
+                kl,
+                &mut gm,
+                diagonal.then_some(&mut gs[..]),
+                threads,
+            )
+            .unwrap();
+            (gm, gs, bs)
+        };
         let mut samples = Vec::new();
         let mut grads = Vec::new();
         let mut sigma_grads = Vec::new();
@@ -500,21 +519,7 @@ fn data_parallel_ranks_share_the_noise_and_averaged_gradients_are_the_single_dev
             let g: Vec<f32> = (0..len)
                 .map(|i| offset[r][i] + curvature[r][i] * w[i])
                 .collect();
-            let mut gm = vec![0.0f32; len];
-            let mut gs = vec![0.0f32; len];
-            let bs = backward(
-                &b.m,
-                Some(&b.mu),
-                scale,
-                key,
-                0,
-                &g,
-                kl,
-                &mut gm,
-                diagonal.then_some(&mut gs[..]),
-                1 + r,
-            )
-            .unwrap();
+            let (gm, gs, bs) = back(&g, 1 + r);
             samples.push(w);
             grads.push((g, gm));
             sigma_grads.push(gs);
@@ -530,21 +535,7 @@ fn data_parallel_ranks_share_the_noise_and_averaged_gradients_are_the_single_dev
                 (grads.iter().map(|(g, _)| f64::from(g[i])).sum::<f64>() / ranks as f64) as f32
             })
             .collect();
-        let mut gm1 = vec![0.0f32; len];
-        let mut gs1 = vec![0.0f32; len];
-        let single = backward(
-            &b.m,
-            Some(&b.mu),
-            scale,
-            key,
-            0,
-            &g_mean,
-            kl,
-            &mut gm1,
-            diagonal.then_some(&mut gs1[..]),
-            2,
-        )
-        .unwrap();
+        let (gm1, gs1, single) = back(&g_mean, 2);
         // The gradient all-reduce averages g_r + c (m - mu): the KL part is the same on every
         // rank and survives averaging once. Rounding: each rank's f32 value is
         // (g_r + t)(1 + d_r) with t = fl(c (m - mu)) and |d_r| <= u; the single-device value is

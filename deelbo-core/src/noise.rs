@@ -223,7 +223,7 @@ const WORDS_PER_CHUNK: usize = 1024;
 pub struct InstructionSet(Path);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Path {
+pub(crate) enum Path {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -248,10 +248,16 @@ impl InstructionSet {
         None
     }
 
-    /// Philox and the transform in AVX-512F intrinsics (16 lanes), when the CPU has AVX-512F.
+    /// Philox and the transform in AVX-512F intrinsics (16 lanes), when the CPU has AVX-512 F,
+    /// DQ, BW and VL (every AVX-512 CPU since Skylake-SP has all four; the fused step's loops
+    /// are compiled for them).
     pub fn avx512() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
             return Some(Self(Path::Avx512));
         }
         None
@@ -273,6 +279,29 @@ impl InstructionSet {
             .collect()
     }
 
+    /// Runs `kernel` inside a function compiled for this instruction set: its `run` is
+    /// `#[inline(always)]`, so its loops are vectorized for it. The operations, and so the bits,
+    /// do not change: Rust never contracts `a * b + c` into a fused multiply-add or
+    /// reassociates floating-point sums.
+    #[inline(always)]
+    pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        match self.0 {
+            Path::Portable => kernel.run(),
+            // SAFETY (both arms): an `InstructionSet` holding this path is only constructed
+            // after run-time detection of its features.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { run_avx2(kernel) },
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => unsafe { run_avx512(kernel) },
+        }
+    }
+
+    /// The path, for code that dispatches on it.
+    #[inline(always)]
+    pub(crate) fn path(self) -> Path {
+        self.0
+    }
+
     /// `"portable"`, `"avx2"` or `"avx512"`.
     pub fn name(&self) -> &'static str {
         match self.0 {
@@ -283,6 +312,28 @@ impl InstructionSet {
             Path::Avx512 => "avx512",
         }
     }
+}
+
+/// A loop to be compiled once per instruction set ([`InstructionSet::run`]). Implementations
+/// mark `run` `#[inline(always)]` (a closure would not be inlined into the per-instruction-set
+/// functions, and its loops would stay baseline code).
+pub(crate) trait Kernel {
+    /// What the loop returns.
+    type Output;
+    /// The loop.
+    fn run(self) -> Self::Output;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
 }
 
 /// Write `eps_{first + k}` into `out[k]` for every `k`: the same values as [`normal_at`], computed

@@ -696,20 +696,38 @@ fn backward_chunk(
         let t1 = (t0 + TILE).min(end);
         let n = t1 - t0;
         let (l0, l1) = (local + t0 - start, local + t1 - start);
+        // The next tile's inputs and outputs travel from memory while this tile's noise is
+        // computed.
+        prefetch(x.grad_sample, t1);
+        if let Some(p) = x.prior_mean {
+            prefetch(p, t1);
+        }
+        if let Some(m) = x.mean {
+            prefetch(m, t1);
+        }
+        if let Some(gm) = o.grad_mean.as_deref() {
+            prefetch(gm, l1);
+        }
+        if let Some((m, u)) = &o.sgd {
+            prefetch(m, l1);
+            prefetch(u, l1);
+        }
         let eps = &mut eps[..n];
         fill_normals_on(x.isa, x.key, x.first_index + t0 as u64, eps);
         let g = &x.grad_sample[t0..t1];
         add_dot(x.isa, &mut dot, g, eps);
         let mu = x.prior_mean.map_or(&ZEROS[..n], |p| &p[t0..t1]);
+        // Every slice re-cut to `n`, so the loops carry no bounds checks and vectorize.
+        let (g, mu, eps) = (&g[..n], &mu[..n], &eps[..n]);
         match (&mut o.grad_mean, &mut o.sgd, x.mean, x.sgd) {
             (Some(gm), _, Some(m), _) => {
-                let (gm, m) = (&mut gm[l0..l1], &m[t0..t1]);
+                let (gm, m) = (&mut gm[l0..l1][..n], &m[t0..t1][..n]);
                 for i in 0..n {
                     gm[i] = mean_grad_element(g[i], m[i], mu[i], c);
                 }
             }
             (_, Some((m, u)), _, Some(sgd)) => {
-                let (m, u) = (&mut m[l0..l1], &mut u[l0..l1]);
+                let (m, u) = (&mut m[l0..l1][..n], &mut u[l0..l1][..n]);
                 for i in 0..n {
                     let grad = mean_grad_element(g[i], m[i], mu[i], c);
                     (m[i], u[i]) = sgd_element(m[i], u[i], grad, sgd);
@@ -718,7 +736,7 @@ fn backward_chunk(
             _ => {}
         }
         if let (Scale::Diagonal(sig), Some(gs)) = (x.scale, o.grad_sigma.as_deref_mut()) {
-            let (gs, sig) = (&mut gs[l0..l1], &sig[t0..t1]);
+            let (gs, sig) = (&mut gs[l0..l1][..n], &sig[t0..t1][..n]);
             for i in 0..n {
                 gs[i] = sigma_grad_element(g[i], eps[i], sig[i], k, inv_v);
             }

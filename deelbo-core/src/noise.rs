@@ -29,8 +29,9 @@
 //! same IEEE 754 operations in the same order and give the same bits;
 //! `tests/noise_paths.rs` compares them over 1e8 values and against digests recorded before
 //! the AVX-512 path existed. Measured on one core of the 2-core development machine (a Xeon
-//! with AVX-512, under load): portable 3.2, AVX2 1.8, AVX-512 0.93 ns per normal
-//! (`deelbo-bench/scripts/cpu-results.sh` regenerates these numbers).
+//! with AVX-512, in cache, under load): portable 3.1, AVX2 1.65, AVX-512 0.93 ns per normal
+//! (`deelbo-bench/results/cpu/one_core.txt`; `deelbo-bench/scripts/cpu-results.sh` regenerates
+//! it).
 //!
 //! Accuracy: `|ln|` and `sin/cos` errors are a few f32 ulps; the radius uses a 23-bit uniform, so
 //! `|eps| <= sqrt(-2 ln 2^-24) ≈ 5.77` (the tail beyond 5.77 sd, probability 8e-9, is cut).

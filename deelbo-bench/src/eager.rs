@@ -9,7 +9,7 @@ use deelbo_core::fused::{KlGradScales, SgdMomentum};
 use deelbo_core::tensor::deterministic_sum;
 use deelbo_core::{NoiseKey, fill_normals};
 
-use crate::stream::{for_each_range, thread_ranges};
+use crate::stream::{claims, for_each_range, run_queue};
 
 /// The intermediates of the eager forward pass, kept for its backward pass.
 #[derive(Debug, Clone)]
@@ -33,21 +33,16 @@ impl Tape {
     }
 }
 
-/// `sum_i f(i)` over `0..len`, each thread summing its range in the crate's reduction order,
-/// the range totals added in order.
+/// `sum_i f(i)` over `0..len`: each claim summed in the crate's reduction order by whichever
+/// thread takes it, the claim totals added in order.
 fn parallel_sum(len: usize, threads: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
-    let ranges = thread_ranges(len, threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(s, e)| scope.spawn(move || deterministic_sum((s..e).map(f))))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(f64::NAN))
-            .sum()
-    })
+    let ranges = claims(len);
+    let mut partials = vec![0.0f64; ranges.len()];
+    let items: Vec<_> = ranges.into_iter().zip(partials.iter_mut()).collect();
+    run_queue(items, threads, |((s, e), p)| {
+        *p = deterministic_sum((s..e).map(&f));
+    });
+    partials.iter().sum()
 }
 
 /// Forward: `eps <- noise`; `scaled = sigma eps`; `w = m + scaled`; `diff = m - mu`;

@@ -1,6 +1,6 @@
 //! In-process memory ceilings: the cheapest kernels that move exactly the bytes of each fused
-//! pass, on the same threads split the same way (contiguous runs of whole 4096-element chunks,
-//! `std::thread::scope` per call, as `deelbo_core::fused` does). A fused pass cannot be faster
+//! pass, on the same threads scheduled the same way (scoped threads per call taking claims of
+//! 16 x 4096 elements from a shared queue, as `deelbo_core::fused` does). A fused pass cannot be faster
 //! than its ceiling on the same machine at the same moment, so `ceiling time / pass time` is the
 //! fraction of the memory floor the pass reaches.
 //!
@@ -14,7 +14,7 @@
 //! reads every written line: 4 more bytes per weight) and non-temporal streaming stores (no
 //! read, the lines bypass the caches). The harness takes the faster as the ceiling.
 
-use deelbo_core::fused::REDUCTION_CHUNK;
+use deelbo_core::fused::{CLAIM_CHUNKS, REDUCTION_CHUNK};
 
 /// How a write-only output is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,49 +36,62 @@ impl Stores {
     }
 }
 
-/// The element ranges of `threads` contiguous runs of whole chunks covering `0..len` (the
-/// fused step's split).
-pub fn thread_ranges(len: usize, threads: usize) -> Vec<(usize, usize)> {
-    let chunks = len.div_ceil(REDUCTION_CHUNK);
-    let threads = threads.clamp(1, chunks.max(1));
-    (0..threads)
-        .map(|t| {
-            let c0 = chunks * t / threads;
-            let c1 = chunks * (t + 1) / threads;
-            (
-                (c0 * REDUCTION_CHUNK).min(len),
-                (c1 * REDUCTION_CHUNK).min(len),
-            )
-        })
+/// Elements per unit of work a thread claims: the fused step's claim of
+/// [`CLAIM_CHUNKS`] chunks.
+pub const CLAIM: usize = CLAIM_CHUNKS * REDUCTION_CHUNK;
+
+/// The element ranges of the claims covering `0..len`.
+pub fn claims(len: usize) -> Vec<(usize, usize)> {
+    (0..len.div_ceil(CLAIM))
+        .map(|c| (c * CLAIM, ((c + 1) * CLAIM).min(len)))
         .collect()
 }
 
-/// Runs `f(start, end, outputs)` for each thread range, each on its own scoped thread (on the
-/// calling thread when there is one range), with every output slice cut to that range.
+/// Runs `f` on every item on `threads` scoped threads taking items from a shared queue (the
+/// fused step's dynamic schedule); on the calling thread when one thread or one item.
+pub fn run_queue<T: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) + Sync) {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let queue = std::sync::Mutex::new(items.into_iter());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .next();
+                    let Some(item) = next else { break };
+                    f(item);
+                }
+            });
+        }
+    });
+}
+
+/// Runs `f(start, end, outputs)` for each claim of `0..len` on `threads` threads (the fused
+/// step's schedule), with every output slice cut to that claim.
 pub fn for_each_range<const K: usize>(
     len: usize,
     threads: usize,
     outputs: [&mut [f32]; K],
     f: impl Fn(usize, usize, [&mut [f32]; K]) + Sync,
 ) {
-    let ranges = thread_ranges(len, threads);
-    if ranges.len() == 1 {
-        f(0, len, outputs);
-        return;
-    }
-    std::thread::scope(|scope| {
-        let mut rest = outputs;
-        for &(start, end) in &ranges {
-            let mut mine: [&mut [f32]; K] = std::array::from_fn(|_| Default::default());
-            for (m, r) in mine.iter_mut().zip(rest.iter_mut()) {
-                let (a, b) = std::mem::take(r).split_at_mut(end - start);
-                *m = a;
-                *r = b;
-            }
-            let f = &f;
-            scope.spawn(move || f(start, end, mine));
+    let mut rest = outputs;
+    let mut items = Vec::new();
+    for (start, end) in claims(len) {
+        let mut mine: [&mut [f32]; K] = std::array::from_fn(|_| Default::default());
+        for (m, r) in mine.iter_mut().zip(rest.iter_mut()) {
+            let (a, b) = std::mem::take(r).split_at_mut(end - start);
+            *m = a;
+            *r = b;
         }
-    });
+        items.push((start, end, mine));
+    }
+    run_queue(items, threads, |(start, end, outs)| f(start, end, outs));
 }
 
 /// `out[i] = x[i] + y[i]` with the chosen stores.
@@ -208,7 +221,7 @@ mod tests {
 
     #[test]
     fn ceilings_compute_what_they_say_on_every_split() {
-        for len in [0usize, 3, 4096, 4097, 3 * 4096 + 5] {
+        for len in [0usize, 3, 4096, 4097, 3 * CLAIM + 5] {
             let a: Vec<f32> = (0..len).map(|i| i as f32).collect();
             let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32).collect();
             let d: Vec<f32> = (0..len).map(|i| -(i as f32)).collect();
@@ -225,7 +238,10 @@ mod tests {
                 assert!((0..len).all(|i| x[i] == 1.0 + a[i] && y[i] == 2.0 + b[i]));
             }
         }
-        let r = thread_ranges(3 * 4096 + 5, 2);
-        assert_eq!(r, vec![(0, 8192), (8192, 3 * 4096 + 5)]);
+        let c = claims(2 * CLAIM + 5);
+        assert_eq!(
+            c,
+            vec![(0, CLAIM), (CLAIM, 2 * CLAIM), (2 * CLAIM, 2 * CLAIM + 5)]
+        );
     }
 }

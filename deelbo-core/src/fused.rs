@@ -34,9 +34,11 @@
 //!
 //! The reductions follow the crate's one reduction order ([`crate::tensor`]): chunks of
 //! [`REDUCTION_CHUNK`] elements, 8 interleaved `f64` lanes inside a chunk combined pairwise, chunk
-//! partials combined in chunk order with Neumaier compensation. Threads take contiguous runs of
-//! whole chunks, so the result has the same bits for every thread count, and the same bits as
-//! the naive multi-pass reductions ([`naive`], through [`crate::tensor::deterministic_sum`]).
+//! partials combined in chunk order with Neumaier compensation. Threads claim runs of
+//! [`CLAIM_CHUNKS`] whole chunks from a shared queue and store each chunk's partials at its
+//! index, so the result has the same bits for every thread count and every schedule, and the
+//! same bits as the naive multi-pass reductions ([`naive`], through
+//! [`crate::tensor::deterministic_sum`]).
 //! Element-wise outputs (`w`, gradients, updates) are identical to the naive versions and, with
 //! `--fmad=false`, to the CUDA kernels.
 //!
@@ -265,14 +267,20 @@ fn check_sgd(sgd: SgdMomentum) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Deterministic chunked reduction.
 
+/// Chunks per unit of work a thread claims: 16 x 4096 elements (about 85 us of forward work
+/// on one core), small enough that a thread the OS deschedules on a busy machine holds the
+/// others up by at most one claim, large enough that claiming costs nothing measurable.
+pub const CLAIM_CHUNKS: usize = 16;
+
 /// Run `per_chunk(state, start, end, local)` over the chunks `[start, end)` of `0..len` on
-/// `threads` threads (contiguous runs of whole chunks per thread; `local` is `start` relative
-/// to the thread's first element), collecting `R` partial sums per chunk, and combine them in
-/// chunk order with Neumaier compensation. The partials, and so the totals, do not depend on
-/// `threads`.
+/// `threads` threads, collecting `R` partial sums per chunk, and combine them in chunk order
+/// with Neumaier compensation. Threads take runs of [`CLAIM_CHUNKS`] chunks from a shared queue
+/// (dynamic scheduling); each chunk's partials are stored at the chunk's index, so the totals do
+/// not depend on `threads` or on which thread ran which chunk.
 ///
-/// `split` cuts the mutable per-element state into per-thread pieces: called with a thread's
-/// element count, it returns (that thread's state, the rest).
+/// `split` cuts the mutable per-element state into per-claim pieces: called with a claim's
+/// element count, it returns (that claim's state, the rest); `local` is `start` relative to the
+/// claim's first element.
 fn chunked<S, const R: usize, F>(
     len: usize,
     threads: usize,
@@ -286,7 +294,8 @@ where
 {
     let chunks = len.div_ceil(REDUCTION_CHUNK);
     let mut partials = vec![[0.0f64; R]; chunks];
-    let threads = threads.min(chunks.max(1));
+    let claims = chunks.div_ceil(CLAIM_CHUNKS);
+    let threads = threads.min(claims.max(1));
     let run = |state: &mut S, partials: &mut [[f64; R]], chunk0: usize| {
         let first_elem = chunk0 * REDUCTION_CHUNK;
         for (k, p) in partials.iter_mut().enumerate() {
@@ -298,20 +307,37 @@ where
     if threads <= 1 {
         run(&mut state, &mut partials, 0);
     } else {
+        let mut work = Vec::with_capacity(claims);
+        let mut rest_partials: &mut [[f64; R]] = &mut partials;
+        let mut rest_state = state;
+        for c in 0..claims {
+            let chunk0 = c * CLAIM_CHUNKS;
+            let n_chunks = CLAIM_CHUNKS.min(chunks - chunk0);
+            let (mine, tail) = rest_partials.split_at_mut(n_chunks);
+            rest_partials = tail;
+            let n_elem =
+                ((chunk0 + n_chunks) * REDUCTION_CHUNK).min(len) - chunk0 * REDUCTION_CHUNK;
+            let (claim_state, tail_state) = split(rest_state, n_elem);
+            rest_state = tail_state;
+            work.push((chunk0, claim_state, mine));
+        }
+        let queue = std::sync::Mutex::new(work.into_iter());
         std::thread::scope(|scope| {
-            let mut rest_partials: &mut [[f64; R]] = &mut partials;
-            let mut rest_state = state;
-            let mut chunk0 = 0usize;
-            for t in 0..threads {
-                let chunk1 = chunks * (t + 1) / threads;
-                let (mine, tail) = rest_partials.split_at_mut(chunk1 - chunk0);
-                rest_partials = tail;
-                let n_elem = (chunk1 * REDUCTION_CHUNK).min(len) - chunk0 * REDUCTION_CHUNK;
-                let (mut my_state, tail_state) = split(rest_state, n_elem);
-                rest_state = tail_state;
-                let run = &run;
-                scope.spawn(move || run(&mut my_state, mine, chunk0));
-                chunk0 = chunk1;
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        // A poisoned queue (a panicking thread) still hands out its items; the
+                        // scope re-raises the panic.
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .next();
+                        let Some((chunk0, mut claim_state, mine)) = next else {
+                            break;
+                        };
+                        run(&mut claim_state, mine, chunk0);
+                    }
+                });
             }
         });
     }
@@ -444,7 +470,7 @@ struct ForwardChunk<'a> {
     key: NoiseKey,
     first_index: u64,
     range: (usize, usize),
-    /// The thread's part of the sample; the chunk starts at `local`.
+    /// The claim's part of the sample; the chunk starts at `local`.
     w: &'a mut [f32],
     local: usize,
 }
@@ -600,7 +626,7 @@ pub fn forward_on(
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-/// Per-element outputs of the backward pass, split per thread.
+/// Per-element outputs of the backward pass, split per claim.
 struct BackwardOut<'a> {
     /// `Some` in gradient mode: `d loss/d m` (length of the range).
     grad_mean: Option<&'a mut [f32]>,
@@ -663,7 +689,7 @@ struct BackwardInputs<'a> {
     sgd: Option<SgdMomentum>,
 }
 
-/// The backward pass over chunk `range = [start, end)`; `out` holds the thread's output slices,
+/// The backward pass over chunk `range = [start, end)`; `out` holds the claim's output slices,
 /// of which the chunk's start at `local`.
 struct BackwardChunk<'x, 'a, 'o, 'b> {
     x: &'x BackwardInputs<'a>,

@@ -2,7 +2,9 @@
 //! count, and the same bits as the naive single-threaded multi-pass reference: element-wise
 //! outputs and, since both follow the crate's one reduction order, the `f64` reductions too.
 
-use deelbo_core::fused::{self, KlGradScales, REDUCTION_CHUNK, Scale, SgdMomentum, naive};
+use deelbo_core::fused::{
+    self, CLAIM_CHUNKS, KlGradScales, REDUCTION_CHUNK, Scale, SgdMomentum, naive,
+};
 use deelbo_core::noise::InstructionSet;
 use deelbo_core::{NoiseKey, ParamBlock, ScaleStats, normal_at};
 
@@ -16,15 +18,16 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Sizes around the tile (512), chunk (4096) and lane (8) boundaries; offsets that are not
-/// multiples of 4 (the noise's block) exercise the scalar heads.
+/// Sizes around the tile (512), chunk (4096), claim (16 chunks) and lane (8) boundaries (the
+/// largest gives several claims, so threads share the queue); offsets that are not multiples of
+/// 4 (the noise's block) exercise the scalar heads.
 const SIZES: [usize; 6] = [
     7,
     517,
     REDUCTION_CHUNK,
     2 * REDUCTION_CHUNK + 9,
-    5 * REDUCTION_CHUNK - 3,
-    40_000,
+    CLAIM_CHUNKS * REDUCTION_CHUNK - 3,
+    3 * CLAIM_CHUNKS * REDUCTION_CHUNK + 13,
 ];
 const FIRSTS: [u64; 3] = [0, 3, (1 << 33) + 6];
 const THREADS: [usize; 3] = [1, 2, 5];

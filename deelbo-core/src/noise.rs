@@ -29,7 +29,7 @@
 //! same IEEE 754 operations in the same order and give the same bits;
 //! `tests/noise_paths.rs` compares them over 1e8 values and against digests recorded before
 //! the AVX-512 path existed. Measured on one core of the 2-core development machine (a Xeon
-//! with AVX-512, in cache, under load): portable 3.1, AVX2 1.65, AVX-512 0.93 ns per normal
+//! with AVX-512, in cache, under load): portable 3.24, AVX2 1.77, AVX-512 0.95 ns per normal
 //! (`deelbo-bench/results/cpu/one_core.txt`; `deelbo-bench/scripts/cpu-results.sh` regenerates
 //! it).
 //!

@@ -44,7 +44,7 @@
 //!
 //! # Instruction sets
 //!
-//! Each chunk is processed in tiles of 1024 elements: the tile's noise is generated into an
+//! Each chunk is processed in tiles of 512 elements: the tile's noise is generated into an
 //! L1-resident buffer ([`crate::noise::fill_normals_on`]), then one straight loop per output
 //! runs over the tile. The loops are compiled once per [`InstructionSet`] (portable, AVX2,
 //! AVX-512) and picked at run time; the `*_on` functions take the path explicitly, and every
@@ -357,10 +357,14 @@ where
 
 /// Elements per tile: a tile's noise is generated into an L1-resident buffer, then the tile's
 /// loops run. A multiple of `LANES` that divides `REDUCTION_CHUNK`, so tile element `i` is
-/// chunk element `t0 + i` with `t0 % LANES = 0` and feeds lane `i % LANES`.
+/// chunk element `t0 + i` with `t0 % LANES = 0` and feeds lane `i % LANES`. (128 to 2048
+/// measured within 5% of each other, one core, in cache; 512 taken.)
 const TILE: usize = 512;
 
 /// Asks the cache to fetch `x[from .. from + TILE]` (the part inside `x`); no effect on values.
+/// Measured on the forward at D = 2.5e7, 2 threads, 2 x 12 alternating rounds on the loaded
+/// development machine: median fraction of the ceiling 0.38 and 0.41 with this (L1) prefetch,
+/// 0.35 and 0.42 with an L2 prefetch, 0.34 and 0.33 without.
 #[inline(always)]
 fn prefetch(x: &[f32], from: usize) {
     #[cfg(target_arch = "x86_64")]

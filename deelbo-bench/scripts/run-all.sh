@@ -53,6 +53,8 @@ if [ "${RUN_CPU_BENCH:-0}" = 1 ]; then
 fi
 step torch-eager python3 "$root/deelbo-bench/scripts/torch_eager.py" \
     --deelbo-json "$out/report.json" --json "$out/torch.json"
+step torch-cpu python3 "$root/deelbo-bench/scripts/torch_cpu.py" \
+    --deelbo-json "$out/report.json" --json "$out/torch_cpu.json"
 rm -rf "$shim"
 
 echo

@@ -1,21 +1,30 @@
 //! # deelbo-bench
 //!
 //! Benchmarks of the fused DE-ELBO step (`deelbo_core::fused` on the CPU, `deelbo_cuda` on the
-//! GPU) against naive multi-pass versions and, on the GPU, against a device-to-device copy of the
-//! same number of bytes (the bandwidth ceiling).
+//! GPU) against naive multi-pass versions and against in-process memory ceilings that move the
+//! same bytes on the same threads ([`stream`]; on the GPU, a device-to-device copy).
 //!
-//! - `cargo bench -p deelbo-bench --bench fused_cpu`: criterion, fused vs naive CPU step for
-//!   `D` in {1e5, 1e6, 1e7, 2.5e7}, reported in bytes/s of the traffic a bandwidth-bound pass
-//!   must move ([`deelbo_core::fused::FORWARD_BYTES_PER_WEIGHT`] = 12 bytes per weight forward).
+//! - `cargo run --release -p deelbo-bench --bin deelbo-bench-report`: a plain harness. On the
+//!   CPU, at one thread count for every row, it times the memory ceilings, the fused forward
+//!   (on every instruction-set path), backward and backward + SGD, the eager multi-pass
+//!   version on the same threads ([`eager`]) and the noise generator alone, interleaved
+//!   repetition by repetition, and prints medians as GB/s and as fractions of the ceiling; then
+//!   the GPU rows when there is a CUDA driver. `--json FILE` writes every row for
+//!   `scripts/torch_cpu.py` (PyTorch CPU in place, same sizes and threads) and
+//!   `scripts/torch_eager.py` (PyTorch eager on the GPU).
+//! - `scripts/cpu-results.sh`: everything in `results/cpu/` with one command.
+//! - `cargo bench -p deelbo-bench --bench fused_cpu`: criterion, the same CPU rows for `D` in
+//!   {1e5, 1e6, 1e7, 2.5e7}, all at the machine's thread count, in bytes/s of each pass's
+//!   traffic.
 //! - `cargo bench -p deelbo-bench --bench fused_gpu`: criterion with `iter_custom`, synchronizing
 //!   inside the timed region: fused kernels, the naive one-kernel-per-operation version, and the
 //!   copy. Prints "skipped: no CUDA driver" without a GPU.
-//! - `cargo run --release -p deelbo-bench --bin deelbo-bench-report`: a plain harness that prints
-//!   GB/s, the fraction of the copy bandwidth and the fused/naive ratios (and writes JSON for
-//!   `scripts/torch_eager.py`, which times PyTorch eager on the same GPU).
 //!
 //! Under `cargo test --all-targets` criterion runs each benchmark once in test mode; the benches
 //! then use only the smallest size ([`sizes`]), so the test suite stays fast.
+
+pub mod eager;
+pub mod stream;
 
 use deelbo_core::NoiseKey;
 
@@ -35,6 +44,23 @@ pub fn sizes() -> Vec<usize> {
     } else {
         FULL_SIZES[..1].to_vec()
     }
+}
+
+/// The 1-minute load average from `/proc/loadavg` (`None` where there is none): recorded with
+/// every CPU measurement, since other processes on the machine slow memory-bound rows.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The median of a non-empty list of seconds (the upper median for an even count).
+pub fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t.get(t.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Threads for the CPU step: the machine's available parallelism (at least 1).
@@ -68,10 +94,15 @@ pub fn size_label(d: usize) -> String {
 pub struct Measurement {
     /// `cpu` or `gpu`.
     pub device: String,
-    /// `forward`, `backward`, `backward_sgd`, `copy`.
+    /// `forward`, `backward`, `backward_sgd`, `copy`, `noise`.
     pub pass: String,
-    /// `fused`, `naive`, `copy`.
+    /// CPU: `ceiling_regular`, `ceiling_streaming`, `fused` (the detected instruction set),
+    /// `fused_<isa>`, `eager`, `noise_<isa>`; GPU: `fused`, `naive`, `copy_same_bytes`, ...
     pub variant: String,
+    /// CPU threads every CPU row ran on (`None` for GPU rows).
+    pub threads: Option<usize>,
+    /// `ceiling time / this row's time` for the pass's in-process ceiling (CPU rows).
+    pub of_ceiling: Option<f64>,
     /// Number of weights `D`.
     pub len: usize,
     /// Median seconds per call (synchronized).

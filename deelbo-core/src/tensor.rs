@@ -6,9 +6,17 @@
 //! `w = m + sigma eps` and axpy-style updates. A GPU buffer or a candle tensor can implement these
 //! two traits in a few lines each; [`crate::objective`] never asks for anything else.
 //!
-//! Reductions are deterministic: the same input gives the same bits on every run. Each value is
-//! widened to `f64`, summed plainly in chunks of [`CHUNK`] elements, and the chunk partials are
-//! combined with Neumaier's compensated summation.
+//! # The reduction order (one for the whole crate)
+//!
+//! Reductions are deterministic: the same input gives the same bits on every run, at every
+//! thread count and on every instruction set. Each term is computed in `f64`; the terms are cut
+//! into chunks of [`REDUCTION_CHUNK`] = 4096; inside a chunk, term `p` is added plainly to lane
+//! `p % `[`REDUCTION_LANES`] (8 lanes, each summed in order), the lanes are combined pairwise as
+//! `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`, and the chunk partials are combined in
+//! chunk order with Neumaier's compensated summation ([`CompensatedSum`]). [`deterministic_sum`]
+//! applies this order to any iterator, and the fused step ([`crate::fused`]) applies it with
+//! threads taking whole chunks and SIMD registers holding the 8 lanes, so a fused reduction and
+//! the same sum through [`ParamBlock`] give identical bits.
 
 use ndarray::{ArrayBase, Data, DataMut, Ix1};
 
@@ -56,8 +64,28 @@ impl Real for f64 {
     }
 }
 
-/// Elements summed plainly in `f64` before a partial joins the compensated total.
-pub const CHUNK: usize = 64;
+/// Terms per reduction chunk: the unit whose `f64` partial joins the compensated total, and the
+/// unit of work the fused step's threads take.
+pub const REDUCTION_CHUNK: usize = 4096;
+
+/// Interleaved `f64` accumulators inside a chunk: term `p` of a chunk goes to lane
+/// `p % REDUCTION_LANES`.
+pub const REDUCTION_LANES: usize = 8;
+
+/// The [`REDUCTION_LANES`] accumulators of one chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lanes(pub(crate) [f64; REDUCTION_LANES]);
+
+impl Lanes {
+    pub(crate) const ZERO: Self = Self([0.0; REDUCTION_LANES]);
+
+    /// The chunk partial: the lanes added pairwise in a fixed order.
+    #[inline(always)]
+    pub(crate) fn total(&self) -> f64 {
+        let l = &self.0;
+        ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+    }
+}
 
 /// Neumaier-compensated sum of `f64` terms (order-preserving, deterministic).
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,22 +114,30 @@ impl CompensatedSum {
     }
 }
 
-/// Sum `f(x_i)` over an iterator of terms in the documented deterministic order: plain `f64`
-/// sums over chunks of [`CHUNK`] terms, chunk partials combined by [`CompensatedSum`].
+/// Sum the terms of an iterator in the crate's reduction order (module docs): lanes of 8 inside
+/// chunks of 4096, chunk partials compensated.
+///
+/// # Formula
+///
+/// `sum_c P_c` (Neumaier, in chunk order) with
+/// `P_c = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`,
+/// `l_r = sum_{p = r mod 8} t_{4096 c + p}` (plain, in order).
 pub fn deterministic_sum<I: Iterator<Item = f64>>(terms: I) -> f64 {
     let mut total = CompensatedSum::default();
-    let mut partial = 0.0f64;
+    let mut lanes = Lanes::ZERO;
     let mut count = 0usize;
     for t in terms {
-        partial += t;
+        lanes.0[count % REDUCTION_LANES] += t;
         count += 1;
-        if count == CHUNK {
-            total.add(partial);
-            partial = 0.0;
+        if count == REDUCTION_CHUNK {
+            total.add(lanes.total());
+            lanes = Lanes::ZERO;
             count = 0;
         }
     }
-    total.add(partial);
+    if count > 0 {
+        total.add(lanes.total());
+    }
     total.value()
 }
 
@@ -381,12 +417,51 @@ mod tests {
         }
         assert_eq!(c.value(), 2.0);
         // Across chunks the partials are compensated: a huge first chunk does not swallow the
-        // small ones that follow.
+        // small ones that follow (each later chunk's partial, 4096, is exact).
         let terms = std::iter::once(1e16)
-            .chain(std::iter::repeat_n(0.0, CHUNK - 1))
-            .chain(std::iter::repeat_n(1.0, 10 * CHUNK))
+            .chain(std::iter::repeat_n(0.0, REDUCTION_CHUNK - 1))
+            .chain(std::iter::repeat_n(1.0, 10 * REDUCTION_CHUNK))
             .chain(std::iter::once(-1e16));
-        assert_eq!(deterministic_sum(terms), 640.0);
+        assert_eq!(deterministic_sum(terms), 40_960.0);
+        // A plain f64 sum loses them all.
+        let plain: f64 = std::iter::once(1e16)
+            .chain(std::iter::repeat_n(1.0, 10 * REDUCTION_CHUNK))
+            .chain(std::iter::once(-1e16))
+            .sum();
+        assert_eq!(plain, 0.0);
+    }
+
+    #[test]
+    fn deterministic_sum_follows_the_documented_order() {
+        // Independent transcription of the order: lanes r = p mod 8 within chunks of 4096,
+        // pairwise lane total, compensated chunk partials (checked against an exact rational
+        // sum through i128 on integer-valued terms, and bit for bit against a literal loop).
+        let n = 3 * REDUCTION_CHUNK + 1234;
+        let terms: Vec<f64> = (0..n)
+            .map(|k| ((k as f64) * 0.618_033_988_749).sin() * 10f64.powi((k % 7) as i32 - 3))
+            .collect();
+        let mut partials = Vec::new();
+        for chunk in terms.chunks(REDUCTION_CHUNK) {
+            let mut l = [0.0f64; 8];
+            for (p, t) in chunk.iter().enumerate() {
+                l[p % 8] += t;
+            }
+            partials.push(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
+        }
+        let mut c = CompensatedSum::default();
+        for p in partials {
+            c.add(p);
+        }
+        assert_eq!(
+            deterministic_sum(terms.iter().copied()).to_bits(),
+            c.value().to_bits()
+        );
+        let ints: Vec<f64> = (0..n as i64)
+            .map(|k| ((k * 7919) % 2001 - 1000) as f64)
+            .collect();
+        let exact: i128 = ints.iter().map(|&x| x as i128).sum();
+        assert_eq!(deterministic_sum(ints.iter().copied()), exact as f64);
+        assert_eq!(deterministic_sum(std::iter::empty()), 0.0);
     }
 
     #[test]

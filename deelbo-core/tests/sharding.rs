@@ -24,9 +24,9 @@
 use std::ops::Range;
 
 use deelbo_core::fused::{
-    BackwardStats, ForwardStats, KlGradScales, LANES, REDUCTION_CHUNK, Scale, backward, forward,
+    BackwardStats, ForwardStats, KlGradScales, REDUCTION_CHUNK, Scale, backward, forward,
 };
-use deelbo_core::tensor::CompensatedSum;
+use deelbo_core::tensor::{CompensatedSum, REDUCTION_LANES as LANES};
 use deelbo_core::test_util::normal_data;
 use deelbo_core::{KlTerms, NoiseKey, ScaleStats, fill_normals, normal_at};
 

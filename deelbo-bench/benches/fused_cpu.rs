@@ -19,7 +19,7 @@ use deelbo_core::fused::{
     self, BACKWARD_BYTES_PER_WEIGHT, BACKWARD_SGD_BYTES_PER_WEIGHT, FORWARD_BYTES_PER_WEIGHT,
     KlGradScales, Scale, SgdMomentum,
 };
-use deelbo_core::noise::{InstructionSet, fill_normals_on};
+use deelbo_core::{InstructionSet, fill_normals_on};
 
 const SIGMA: f32 = 0.01;
 const KL: KlGradScales = KlGradScales {

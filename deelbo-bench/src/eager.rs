@@ -5,8 +5,8 @@
 //! fused step's; `M` differs in rounding (the difference `m - mu` is stored in `f32`, as
 //! autograd stores it).
 
+use deelbo_core::deterministic_sum;
 use deelbo_core::fused::{KlGradScales, SgdMomentum};
-use deelbo_core::tensor::deterministic_sum;
 use deelbo_core::{NoiseKey, fill_normals};
 
 use crate::stream::{claims, for_each_range, run_queue};

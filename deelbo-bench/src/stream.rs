@@ -14,7 +14,8 @@
 //! reads every written line: 4 more bytes per weight) and non-temporal streaming stores (no
 //! read, the lines bypass the caches). The harness takes the faster as the ceiling.
 
-use deelbo_core::fused::{CLAIM_CHUNKS, REDUCTION_CHUNK};
+use deelbo_core::REDUCTION_CHUNK;
+use deelbo_core::fused::CLAIM_CHUNKS;
 
 /// How a write-only output is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 //! ops (the reference path, also used on other devices).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-use deelbo_core::tensor::deterministic_sum;
+use deelbo_core::deterministic_sum;
 use deelbo_core::{NoiseKey, ParamBlock, fill_normals};
 
 use crate::error::Result;

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::ops::log_softmax;
-use deelbo_core::tensor::deterministic_sum;
+use deelbo_core::deterministic_sum;
 
 use crate::error::{AdapterError, Result};
 use crate::model::VariationalModel;

@@ -14,7 +14,6 @@
 use std::ops::{Bound, RangeBounds};
 
 use crate::error::{CoreError, Result};
-use crate::tensor::ParamBlock;
 
 /// `value` is finite and `> 0`; returns it.
 pub fn positive(name: &str, value: f64) -> Result<f64> {
@@ -75,18 +74,6 @@ pub fn all_finite<T: Copy + Into<f64>>(name: &str, values: &[T]) -> Result<()> {
     }
 }
 
-/// Every element of a parameter block is finite (the block's own scan, in any storage).
-pub fn block_finite<B: ParamBlock + ?Sized>(name: &str, block: &B) -> Result<()> {
-    match block.first_non_finite() {
-        Some((index, value)) => Err(CoreError::NonFinite {
-            name: name.to_string(),
-            index,
-            value,
-        }),
-        None => Ok(()),
-    }
-}
-
 /// Two lengths (or shapes along one axis) agree.
 pub fn same_len(name: &str, expected: usize, found: usize) -> Result<()> {
     if expected == found {
@@ -135,11 +122,6 @@ mod tests {
         assert_eq!(in_range("f", 5.0, 1.0..), Ok(5.0));
         let e = all_finite("y", &[1.0f32, 2.0, f32::NAN]).unwrap_err();
         assert!(matches!(e, CoreError::NonFinite { index: 2, .. }));
-        assert!(block_finite("m", &[0.0f64, 1.0][..]).is_ok());
-        assert!(matches!(
-            block_finite("m", &[0.0f64, f64::INFINITY][..]),
-            Err(CoreError::NonFinite { index: 1, .. })
-        ));
         assert!(same_len("a", 3, 3).is_ok());
         assert!(matches!(
             same_len("a", 3, 4),

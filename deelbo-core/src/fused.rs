@@ -28,11 +28,11 @@
 //!   `u_i <- beta u_i + d loss/d m_i`, `m_i <- m_i - lr u_i` (PyTorch's convention, `f32`).
 //!
 //! The KL gradients are the envelope-theorem gradients of `KL*` when `v = v*`
-//! ([`crate::prior`]).
+//! ([`crate::KlTerms`]).
 //!
 //! # Determinism
 //!
-//! The reductions follow the crate's one reduction order ([`crate::tensor`]): chunks of
+//! The reductions follow the crate's one reduction order ([`crate::deterministic_sum`]): chunks of
 //! [`REDUCTION_CHUNK`] elements, 8 interleaved `f64` lanes inside a chunk combined pairwise, chunk
 //! partials combined in chunk order with Neumaier compensation. Threads claim runs of
 //! [`CLAIM_CHUNKS`] whole chunks from a shared queue and store each chunk's partials at its
@@ -62,11 +62,13 @@ use crate::posterior::ScaleStats;
 use crate::prior::KlTerms;
 use crate::tensor::{CompensatedSum, Lanes, REDUCTION_LANES as LANES};
 
-pub use crate::tensor::REDUCTION_CHUNK;
+use crate::tensor::REDUCTION_CHUNK;
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod element;
 mod simd;
 #[cfg(target_arch = "x86_64")]
+use element::{mean_grad_element, sample_element, sgd_element, sigma_grad_element};
 use simd::Term;
 
 /// The terms of the hot reductions (the intrinsics' enum off x86-64).
@@ -185,34 +187,6 @@ pub struct SgdMomentum {
     pub lr: f32,
     /// The momentum coefficient `beta` (finite; `0` gives plain SGD).
     pub momentum: f32,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Element-wise formulas shared by the fused and naive paths (and mirrored by the CUDA source).
-
-/// `w = m + sigma eps` in `f32`, product then sum.
-#[inline(always)]
-pub fn sample_element(m: f32, sigma: f32, eps: f32) -> f32 {
-    m + sigma * eps
-}
-
-/// `d loss/d m = g + c (m - mu)` in `f32`: subtract, multiply, add.
-#[inline(always)]
-pub fn mean_grad_element(g: f32, m: f32, mu: f32, c: f32) -> f32 {
-    g + c * (m - mu)
-}
-
-/// Diagonal `d loss/d sigma_j = g eps + k (sigma (1/v) - 1/sigma)` in `f32`, in that order.
-#[inline(always)]
-pub fn sigma_grad_element(g: f32, eps: f32, sigma: f32, k: f32, inv_v: f32) -> f32 {
-    g * eps + k * (sigma * inv_v - 1.0 / sigma)
-}
-
-/// One momentum-SGD step on one weight: `u' = beta u + grad`, `m' = m - lr u'`, in `f32`.
-#[inline(always)]
-pub fn sgd_element(m: f32, u: f32, grad: f32, sgd: SgdMomentum) -> (f32, f32) {
-    let u = sgd.momentum * u + grad;
-    (m - sgd.lr * u, u)
 }
 
 // ---------------------------------------------------------------------------------------------

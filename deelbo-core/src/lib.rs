@@ -13,16 +13,25 @@
 //! training examples. Each prior variance has the closed-form optimum `v*_b = M_b/D_b + sigma^2`
 //! (`M_b = ||m_b - mu_b||^2`), so only means and `sigma` are optimized numerically.
 //!
-//! | module | concept |
+//! ## Start here
+//!
+//! | item | what it is |
 //! |---|---|
-//! | [`tensor`] | the parameter-block traits ([`ParamBlock`], [`ParamBlockMut`]) for slices and ndarray |
-//! | [`noise`] | counter-based Philox4x32-10 Gaussian noise keyed by element index |
-//! | [`kappa`] | the likelihood weight rules |
-//! | [`posterior`] | softplus-parameterized isotropic / diagonal scales |
-//! | [`prior`] | KL, closed-form `v*`, `KL*`, log-density; [`prior::low_rank`] for `A + U U^T` |
-//! | [`objective`] | the per-example loss and its KL gradients |
-//! | [`likelihood`] | Gaussian, categorical, expected Gaussian for linear models |
-//! | [`fused`] | the one-pass sample + reduce step and its backward (CPU reference of the CUDA kernels) |
+//! | [`Objective`] | kappa, `N` and the per-example loss `mean NLL + sum_b KL_b/(kappa N)`, with its KL gradients |
+//! | [`KappaRule`] / [`Kappa`] | how kappa is chosen (`1`, `D/N`, `D/(2N)`, fixed) and the validated value, clamping reported |
+//! | [`isotropic_block`] / [`KlTerms`] | one block's reductions (`M_b`, `D_b`, the scale) and its KL, `v*`, `KL*` |
+//! | [`PriorVariance`] | a block's prior variance: learned in closed form (`v*`) or fixed |
+//! | [`LowRankPrior`] | the low-rank-plus-diagonal prior `N(mu, v (A + U U^T))` (K x K Woodbury core) |
+//! | [`IsotropicPosterior`] / [`DiagonalPosterior`] | `sigma = softplus(rho)`, one scale or one per weight |
+//! | [`NoiseKey`], [`fill_normals`] | counter-based Philox noise: `eps_i` is a function of `(seed, stream, i)` only |
+//! | [`ParamBlock`] / [`ParamBlockMut`] | the reductions and updates over slices and ndarray arrays |
+//! | [`fused`] | the one-pass sample + reduce step and its backward (+ momentum SGD), with a naive reference |
+//! | [`check`] | the input checks every deelbo crate uses; [`CoreError`] names the bad input |
+//!
+//! The seam to other tensors (a GPU buffer, a candle tensor) is not a trait implementation: a
+//! device computes its block reductions (`M_b`, and `sum sigma_j^2`, `sum ln sigma_j^2` for a
+//! diagonal q) with its own kernels, hands them to [`KlTerms`], and [`Objective::evaluate`] turns
+//! them into the loss and the gradient scales it sends back (see `docs/DESIGN.md`).
 //!
 //! ```
 //! use deelbo_core::{KappaRule, IsotropicPosterior, Objective, PriorVariance, isotropic_block};
@@ -38,24 +47,35 @@
 //! ```
 
 pub mod check;
-pub mod error;
+mod error;
 pub mod fused;
-pub mod kappa;
-pub mod likelihood;
-pub mod noise;
-pub mod objective;
-pub mod posterior;
-pub mod prior;
-pub mod tensor;
+mod kappa;
+mod likelihood;
+#[doc(hidden)]
+pub mod mirror;
+mod noise;
+mod objective;
+mod posterior;
+mod prior;
+mod tensor;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod test_util;
 
 pub use error::{CoreError, Result};
 pub use kappa::{Kappa, KappaRule};
-pub use likelihood::LN_2PI;
-pub use noise::{NoiseKey, fill_normals, normal_at};
+pub use likelihood::{
+    LN_2PI, categorical_log_likelihood, categorical_mean_nll_gradient,
+    expected_gaussian_log_likelihood, gaussian_log_likelihood, log_softmax_row,
+};
+pub use noise::{InstructionSet, NoiseKey, fill_normals, fill_normals_on, normal_at, uniform_at};
 pub use objective::{BlockEvaluation, Evaluation, Objective, isotropic_block};
-pub use posterior::{DiagonalPosterior, IsotropicPosterior, ScaleStats, sigmoid, softplus};
-pub use prior::{KlTerms, PriorVariance, isotropic_log_density, low_rank::LowRankPrior};
-pub use tensor::{ParamBlock, ParamBlockMut, Real};
+pub use posterior::{
+    DEFAULT_INITIAL_SIGMA, DiagonalPosterior, IsotropicPosterior, ScaleStats, inverse_softplus,
+    sigmoid, softplus,
+};
+pub use prior::{KlTerms, LowRankPrior, LowRankScale, PriorVariance, isotropic_log_density};
+pub use tensor::{
+    CompensatedSum, ParamBlock, ParamBlockMut, REDUCTION_CHUNK, REDUCTION_LANES, Real,
+    deterministic_sum,
+};

@@ -68,14 +68,14 @@ impl NoiseKey {
     }
 
     /// The two Philox key words: SplitMix64(seed) as `[low, high]`.
-    pub fn philox_key(&self) -> [u32; 2] {
+    pub(crate) fn philox_key(&self) -> [u32; 2] {
         let k = splitmix64(self.seed);
         [k as u32, (k >> 32) as u32]
     }
 
     /// The four Philox counter words for block `j` (elements `4j .. 4j+3`):
     /// `[j_lo, j_hi, stream_lo, stream_hi]`.
-    pub fn counter_words(&self, block: u64) -> [u32; 4] {
+    pub(crate) fn counter_words(&self, block: u64) -> [u32; 4] {
         [
             block as u32,
             (block >> 32) as u32,
@@ -85,7 +85,7 @@ impl NoiseKey {
     }
 
     /// The four raw Philox words of block `j`.
-    pub fn block_words(&self, block: u64) -> [u32; 4] {
+    pub(crate) fn block_words(&self, block: u64) -> [u32; 4] {
         philox4x32_10(self.counter_words(block), self.philox_key())
     }
 }

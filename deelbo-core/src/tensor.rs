@@ -21,7 +21,7 @@
 use ndarray::{ArrayBase, Data, DataMut, Ix1};
 
 use crate::check;
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::noise::{NoiseKey, fill_normals};
 
 /// The floating-point element types a block may hold (`f32`, `f64`).
@@ -168,6 +168,19 @@ pub trait ParamBlock {
 
     /// The first NaN or infinity, as `(index, value)`, or `None` when all are finite.
     fn first_non_finite(&self) -> Option<(usize, f64)>;
+
+    /// Every element is finite; the error names the block and the first offending index and
+    /// value.
+    fn ensure_finite(&self, name: &str) -> Result<()> {
+        match self.first_non_finite() {
+            Some((index, value)) => Err(CoreError::NonFinite {
+                name: name.to_string(),
+                index,
+                value,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// In-place updates of a parameter block.

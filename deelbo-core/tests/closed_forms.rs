@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use deelbo_core::fused::{KlGradScales, Scale, backward, forward};
-use deelbo_core::prior::low_rank::{LowRankPrior, LowRankScale};
 use deelbo_core::{
     DiagonalPosterior, IsotropicPosterior, KappaRule, KlTerms, Objective, PriorVariance,
     ScaleStats, isotropic_block,
 };
+use deelbo_core::{LowRankPrior, LowRankScale};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 

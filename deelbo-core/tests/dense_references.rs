@@ -10,13 +10,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use deelbo_core::likelihood::{
-    categorical_log_likelihood, expected_gaussian_log_likelihood, gaussian_log_likelihood,
-};
-use deelbo_core::prior::low_rank::{LowRankPrior, LowRankScale};
 use deelbo_core::{
     DiagonalPosterior, KappaRule, KlTerms, NoiseKey, Objective, PriorVariance, ScaleStats,
     normal_at,
+};
+use deelbo_core::{LowRankPrior, LowRankScale};
+use deelbo_core::{
+    categorical_log_likelihood, expected_gaussian_log_likelihood, gaussian_log_likelihood,
 };
 use ndarray::{Array1, Array2, Axis};
 use ndarray_linalg::{Determinant, Inverse, UPLO, cholesky::Cholesky};
@@ -220,7 +220,7 @@ proptest! {
         let m: Vec<f64> = z[..d].iter().map(|v| m_scale * v).collect();
         let sigma = log_sigma.exp();
         let (scale, s_diag) = if diagonal {
-            let rho: Vec<f64> = z[d..].iter().map(|v| deelbo_core::posterior::inverse_softplus(sigma).unwrap() + 0.5 * v).collect();
+            let rho: Vec<f64> = z[d..].iter().map(|v| deelbo_core::inverse_softplus(sigma).unwrap() + 0.5 * v).collect();
             let q = DiagonalPosterior::from_rho(rho).unwrap();
             let s: Vec<f64> = (0..d).map(|j| q.sigma(j).powi(2)).collect();
             (q.stats().unwrap(), s)

@@ -2,11 +2,12 @@
 //! pointwise noise, plain `f64` sums, the core's `KlTerms`, finite differences of the loss, and
 //! the naive multi-pass version.
 
+use deelbo_core::REDUCTION_CHUNK;
 use deelbo_core::fused::{
-    KlGradScales, REDUCTION_CHUNK, Scale, SgdMomentum, backward, backward_sgd, forward, naive,
+    KlGradScales, Scale, SgdMomentum, backward, backward_sgd, forward, naive,
 };
 use deelbo_core::{
-    CoreError, KappaRule, NoiseKey, Objective, PriorVariance, ScaleStats, normal_at, prior::KlTerms,
+    CoreError, KappaRule, KlTerms, NoiseKey, Objective, PriorVariance, ScaleStats, normal_at,
 };
 
 /// Deterministic test data in a few units of magnitude.

@@ -2,10 +2,9 @@
 //! count, and the same bits as the naive single-threaded multi-pass reference: element-wise
 //! outputs and, since both follow the crate's one reduction order, the `f64` reductions too.
 
-use deelbo_core::fused::{
-    self, CLAIM_CHUNKS, KlGradScales, REDUCTION_CHUNK, Scale, SgdMomentum, naive,
-};
-use deelbo_core::noise::InstructionSet;
+use deelbo_core::InstructionSet;
+use deelbo_core::REDUCTION_CHUNK;
+use deelbo_core::fused::{self, CLAIM_CHUNKS, KlGradScales, Scale, SgdMomentum, naive};
 use deelbo_core::{NoiseKey, ParamBlock, ScaleStats, normal_at};
 
 fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {

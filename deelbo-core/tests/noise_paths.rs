@@ -2,7 +2,7 @@
 //! scalar reference `normal_at`, and the digests recorded before the AVX-512 path existed (the
 //! CUDA kernels and deelbo-candle reproduce this mapping, so it must never change).
 
-use deelbo_core::noise::{InstructionSet, fill_normals_on};
+use deelbo_core::{InstructionSet, fill_normals_on};
 use deelbo_core::{NoiseKey, normal_at};
 
 /// Word-wise FNV-1a over the `f32` bit patterns.

@@ -23,11 +23,10 @@
 
 use std::ops::Range;
 
-use deelbo_core::fused::{
-    BackwardStats, ForwardStats, KlGradScales, REDUCTION_CHUNK, Scale, backward, forward,
-};
-use deelbo_core::tensor::{CompensatedSum, REDUCTION_LANES as LANES};
+use deelbo_core::REDUCTION_CHUNK;
+use deelbo_core::fused::{BackwardStats, ForwardStats, KlGradScales, Scale, backward, forward};
 use deelbo_core::test_util::normal_data;
+use deelbo_core::{CompensatedSum, REDUCTION_LANES as LANES};
 use deelbo_core::{KlTerms, NoiseKey, ScaleStats, fill_normals, normal_at};
 
 /// The unit roundoff of `f64`, `2^-53`.

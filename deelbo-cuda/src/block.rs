@@ -2,9 +2,9 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use deelbo_core::NoiseKey;
+use deelbo_core::ScaleStats;
 use deelbo_core::check;
 use deelbo_core::fused::{BackwardStats, ForwardStats, KlGradScales, SgdMomentum};
-use deelbo_core::posterior::ScaleStats;
 
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::error::{Result, driver};
@@ -74,7 +74,7 @@ pub(crate) fn philox_launch(n: u64, first: u64, max_grid: u32) -> LaunchConfig {
 /// The four `u32` words the kernels take for a noise stream: the Philox key (SplitMix64 of the
 /// seed, low then high) and the stream index (low then high), as in [`deelbo_core::noise`].
 pub(crate) fn key_words(key: NoiseKey) -> [u32; 4] {
-    let k = key.philox_key();
+    let k = deelbo_core::mirror::philox_key(&key);
     [k[0], k[1], key.stream as u32, (key.stream >> 32) as u32]
 }
 
@@ -176,7 +176,7 @@ impl DeviceParamBlock {
     }
 
     /// The fused forward pass: one kernel generates `eps_i` (bit-identical to
-    /// `deelbo_core::noise::normal_at(key, first_index + i)`), writes `w_i = m_i + sigma_i eps_i`
+    /// `deelbo_core::normal_at(key, first_index + i)`), writes `w_i = m_i + sigma_i eps_i`
     /// into [`Self::sample`], and reduces `M = ||m - mu||^2` (and, for a diagonal scale,
     /// `sum sigma_j^2`, `sum ln sigma_j^2`) in `f64` with a deterministic two-stage reduction.
     /// [`Self::enqueue_forward`] then [`Self::read_forward_stats`]: returns after reading the

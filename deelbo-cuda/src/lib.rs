@@ -8,7 +8,7 @@
 //!
 //! - Kernels are compiled at run time by NVRTC from self-contained source generated in Rust
 //!   ([`source`]), with `--fmad=false`, so the noise is bit-identical to
-//!   `deelbo_core::noise::normal_at` and the element-wise outputs to the CPU step.
+//!   `deelbo_core::normal_at` and the element-wise outputs to the CPU step.
 //! - cudarc loads `libcuda` and `libnvrtc` dynamically: this crate builds everywhere, and on a
 //!   machine without CUDA [`CudaDevice::new`] returns [`CudaError::NoDriver`] (checked before the
 //!   driver is touched; never a panic).

@@ -10,9 +10,9 @@
 
 use cudarc::driver::{CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
 use deelbo_core::NoiseKey;
+use deelbo_core::ScaleStats;
 use deelbo_core::check;
 use deelbo_core::fused::{BackwardStats, ForwardStats, KlGradScales, SgdMomentum};
-use deelbo_core::posterior::ScaleStats;
 
 use crate::block::{DeviceParamBlock, Reduction, key_words, philox_launch};
 use crate::device::{CudaDevice, DeviceBuffer};

@@ -1,12 +1,12 @@
 //! The CUDA C++ source of every kernel, generated in Rust so that the noise transform's constants
-//! come from [`deelbo_core::noise::TRANSFORM_CONSTANTS`] (as `f32` bit patterns) and cannot drift
+//! come from [`deelbo_core::mirror::TRANSFORM_CONSTANTS`] (as `f32` bit patterns) and cannot drift
 //! from the CPU side.
 //!
 //! The source is self-contained: no `#include`, only NVRTC built-ins (`__umulhi`,
 //! `__uint_as_float`, `sqrtf`, `__shfl_down_sync`, `atomicAdd`, `__threadfence`). It must be
 //! compiled with `--fmad=false` (and IEEE division and square root, NVRTC's defaults) so that
 //! every `a * b + c` is a rounded product followed by a rounded sum, exactly as in
-//! [`deelbo_core::noise::box_muller`].
+//! [`deelbo_core::mirror::box_muller`].
 //!
 //! The noise part ([`noise_source`]) is plain C++ apart from the `__device__` qualifiers and
 //! three intrinsics, so a test can compile it on the host with shims and compare it bit for bit
@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use deelbo_core::noise::TRANSFORM_CONSTANTS;
+use deelbo_core::mirror::TRANSFORM_CONSTANTS;
 
 /// Threads per block of every element-wise kernel.
 pub const BLOCK_THREADS: u32 = 256;
@@ -84,7 +84,7 @@ fn constant_defines() -> String {
 }
 
 /// The Philox4x32-10 block function and the Box–Muller transform as device functions: the
-/// mirror of `rand_philox::philox4x32_10` and [`deelbo_core::noise::box_muller`] /
+/// mirror of `rand_philox::philox4x32_10` and [`deelbo_core::mirror::box_muller`] /
 /// `ln_f32` / `sincos_quadrant_f32`, operation for operation.
 ///
 /// Defines `deelbo_u4`, `deelbo_philox(c0, c1, c2, c3, k0, k1)`, `deelbo_ln(x)`,
@@ -132,7 +132,7 @@ __device__ __forceinline__ deelbo_u4 deelbo_philox(deelbo_u32 c0, deelbo_u32 c1,
     return out;
 }
 
-/* ln x for normal positive x, exact operations only (mirror of deelbo_core::noise::ln_f32). */
+/* ln x for normal positive x, exact operations only (mirror of deelbo_core::mirror::ln_f32). */
 __device__ __forceinline__ float deelbo_ln(float x) {
     const deelbo_u32 bits = __float_as_uint(x);
     int e = (int)((bits >> 23) & 0xffu) - 127;
@@ -150,7 +150,7 @@ __device__ __forceinline__ float deelbo_ln(float x) {
     return ef * DEELBO_LN2_HI + (ef * DEELBO_LN2_LO + ln_m);
 }
 
-/* (sin, cos) of the angle (q + f)/4 turns (mirror of deelbo_core::noise::sincos_quadrant_f32). */
+/* (sin, cos) of the angle (q + f)/4 turns (mirror of deelbo_core::mirror::sincos_quadrant_f32). */
 __device__ __forceinline__ void deelbo_sincos_quadrant(deelbo_u32 q, float f, float* sin_out,
                                                        float* cos_out) {
     const bool fold = f > 0.5f;
@@ -170,7 +170,7 @@ __device__ __forceinline__ void deelbo_sincos_quadrant(deelbo_u32 q, float f, fl
     }
 }
 
-/* Box-Muller on two words (mirror of deelbo_core::noise::box_muller): (r cos, r sin). */
+/* Box-Muller on two words (mirror of deelbo_core::mirror::box_muller): (r cos, r sin). */
 __device__ __forceinline__ void deelbo_box_muller(deelbo_u32 a, deelbo_u32 b, float* z0,
                                                   float* z1) {
     const float u = ((float)(a >> 9) + 0.5f) * DEELBO_TWO_POW_M23;

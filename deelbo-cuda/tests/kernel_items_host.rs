@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use deelbo_core::NoiseKey;
+use deelbo_core::ScaleStats;
 use deelbo_core::fused::{self, KlGradScales, Scale, SgdMomentum};
-use deelbo_core::posterior::ScaleStats;
 use deelbo_cuda::source::item_source;
 
 const SHIMS: &str = r#"
@@ -135,7 +135,7 @@ impl Harness {
         floats: [f32; 6],
         bmode: i32,
     ) -> [f64; 3] {
-        let k = key.philox_key();
+        let k = deelbo_core::mirror::philox_key(&key);
         let mut cmd = Command::new(&self.exe);
         cmd.arg(mode.to_string())
             .arg(self.dir.path())

@@ -13,7 +13,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use deelbo_core::KappaRule;
-use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_core::{NoiseKey, normal_at};
 use deelbo_rff::elbo::{AscentSettings, ClosedFormElbo};
 use deelbo_rff::evidence::NoiseBounds;
 use deelbo_rff::search::GridSearch;

@@ -99,9 +99,8 @@ pub struct Standardizer {
 /// Population mean and standard deviation `(mean, sqrt(mean((v - mean)^2)))`.
 fn mean_std(v: ArrayView1<'_, f64>) -> (f64, f64) {
     let n = v.len() as f64;
-    let mean = deelbo_core::tensor::deterministic_sum(v.iter().copied()) / n;
-    let var =
-        deelbo_core::tensor::deterministic_sum(v.iter().map(|&a| (a - mean) * (a - mean))) / n;
+    let mean = deelbo_core::deterministic_sum(v.iter().copied()) / n;
+    let var = deelbo_core::deterministic_sum(v.iter().map(|&a| (a - mean) * (a - mean))) / n;
     (mean, var.sqrt())
 }
 

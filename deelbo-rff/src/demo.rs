@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use deelbo_core::KappaRule;
-use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_core::{NoiseKey, normal_at};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 

@@ -117,7 +117,7 @@ impl<'a> ClosedFormElbo<'a> {
 
     /// `||m||^2 = ||m~||^2`.
     pub fn mean_sq(&self, state: &ElboState) -> f64 {
-        deelbo_core::tensor::deterministic_sum(state.coeffs.iter().map(|c| c * c))
+        deelbo_core::deterministic_sum(state.coeffs.iter().map(|c| c * c))
     }
 
     /// The expected log-likelihood `sum_n E_q[ln N(y_n | phi_n^T w, s_n^2)]` (unweighted).
@@ -267,7 +267,7 @@ pub fn dense_objective(
     let predictions: Vec<f64> = phi.dot(&mean).to_vec();
     let variances: Vec<f64> = phi.rows().into_iter().map(|r| sigma2 * r.dot(&r)).collect();
     let y: Vec<f64> = y.to_vec();
-    let ell = deelbo_core::likelihood::expected_gaussian_log_likelihood(
+    let ell = deelbo_core::expected_gaussian_log_likelihood(
         &y,
         &predictions,
         &variances,

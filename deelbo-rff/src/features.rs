@@ -10,7 +10,7 @@
 //! `W_rk = normal_at((seed, FREQUENCY_STREAM), r d + k)` and
 //! `b_r = 2 pi uniform_at((seed, PHASE_STREAM), r)`.
 
-use deelbo_core::noise::{NoiseKey, fill_normals, uniform_at};
+use deelbo_core::{NoiseKey, fill_normals, uniform_at};
 use ndarray::{Array1, Array2, ArrayView2, Zip};
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@
 //! because the MAP fit and the validation NLL both need one (a point estimate has no other
 //! predictive spread).
 
-use deelbo_core::noise::{NoiseKey, uniform_at};
+use deelbo_core::{NoiseKey, uniform_at};
 use ndarray::{Array1, Axis};
 use serde::{Deserialize, Serialize};
 

@@ -23,8 +23,7 @@ fn check(what: &str, y: &[f64], mean: &[f64], std: Option<&[f64]>) -> Result<()>
 /// Root mean squared error `sqrt(mean_n (y_n - mu_n)^2)`, in the units of `y`.
 pub fn rmse(y: &[f64], mean: &[f64]) -> Result<f64> {
     check("RMSE", y, mean, None)?;
-    let s =
-        deelbo_core::tensor::deterministic_sum(y.iter().zip(mean).map(|(a, b)| (a - b) * (a - b)));
+    let s = deelbo_core::deterministic_sum(y.iter().zip(mean).map(|(a, b)| (a - b) * (a - b)));
     Ok((s / y.len() as f64).sqrt())
 }
 
@@ -38,11 +37,10 @@ pub fn gaussian_nll(y: &[f64], mean: &[f64], std: &[f64]) -> Result<f64> {
             message: format!("must be positive and finite, got {bad}"),
         });
     }
-    let s =
-        deelbo_core::tensor::deterministic_sum(y.iter().zip(mean).zip(std).map(|((y, m), s)| {
-            let v = s * s;
-            0.5 * (LN_2PI + v.ln()) + (y - m) * (y - m) / (2.0 * v)
-        }));
+    let s = deelbo_core::deterministic_sum(y.iter().zip(mean).zip(std).map(|((y, m), s)| {
+        let v = s * s;
+        0.5 * (LN_2PI + v.ln()) + (y - m) * (y - m) / (2.0 * v)
+    }));
     Ok(s / y.len() as f64)
 }
 

@@ -84,8 +84,8 @@ impl Spectrum {
                 found: y.len(),
             });
         }
-        let trace = deelbo_core::tensor::deterministic_sum(phi.iter().map(|v| v * v));
-        let yy = deelbo_core::tensor::deterministic_sum(y.iter().map(|v| v * v));
+        let trace = deelbo_core::deterministic_sum(phi.iter().map(|v| v * v));
+        let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
         if n <= r {
             let gram = phi.dot(&phi.t());
             let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
@@ -115,7 +115,7 @@ impl Spectrum {
                     }
                 })
                 .collect();
-            let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
+            let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
             Ok(Self {
                 eigenvalues,
                 projected_targets: projected,
@@ -141,7 +141,7 @@ impl Spectrum {
         }
         let trace = k.diag().sum();
         let (eigenvalues, e) = eigh_of("the kernel matrix", &k.to_owned())?;
-        let yy = deelbo_core::tensor::deterministic_sum(y.iter().map(|v| v * v));
+        let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
         Ok(Self::in_example_basis(
             eigenvalues,
             e,
@@ -165,7 +165,7 @@ impl Spectrum {
         basis: fn(Array2<f64>) -> Basis,
     ) -> Self {
         let projected: Array1<f64> = e.t().dot(&y);
-        let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
+        let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
         let cross = projected
             .iter()
             .zip(&eigenvalues)
@@ -212,7 +212,7 @@ impl Spectrum {
     /// `||y - Phi m||^2 = sum_i (y~_i - s_i m~_i)^2 + y_perp^2` for `m = V m~`.
     /// `coeffs` must have `k` entries.
     pub fn residual_sq(&self, coeffs: &[f64]) -> f64 {
-        let inside = deelbo_core::tensor::deterministic_sum(
+        let inside = deelbo_core::deterministic_sum(
             self.eigenvalues
                 .iter()
                 .zip(&self.projected_targets)

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use deelbo_core::Kappa;
-use deelbo_core::noise::{NoiseKey, normal_at, uniform_at};
+use deelbo_core::{NoiseKey, normal_at, uniform_at};
 use deelbo_rff::elbo::{
     AscentSettings, ClosedFormElbo, ElboState, dense_objective, log_lengthscale_gradient,
 };

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_core::{NoiseKey, normal_at};
 use deelbo_rff::evidence::{
     ExactPosterior, NoiseBounds, cholesky_lower, log_evidence, maximize_evidence,
     spectral_log_evidence,

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_core::{NoiseKey, normal_at};
 use deelbo_rff::features::rbf_kernel;
 use deelbo_rff::{Lengthscale, RffFeatures};
 use ndarray::Array2;

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use deelbo_core::KappaRule;
-use deelbo_core::noise::{NoiseKey, normal_at};
+use deelbo_core::{NoiseKey, normal_at};
 use deelbo_rff::map_grid::MapGridSettings;
 use deelbo_rff::search::GridSearch;
 use deelbo_rff::{Dataset, FitConfig, Lengthscale, Method, RffError, RffModel, fit};

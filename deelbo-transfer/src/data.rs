@@ -3,12 +3,12 @@
 //! the seeded stratified splits of the protocol.
 //!
 //! Pixels are integers `0..=16` scaled to `[0, 1]`. All randomness (subset choice, holdout split,
-//! minibatch order) comes from the core's Philox stream [`deelbo_core::noise::uniform_at`], so a
+//! minibatch order) comes from the core's Philox stream [`deelbo_core::uniform_at`], so a
 //! seed fixes every split on every platform.
 
 use candle_core::{Device, Tensor};
 use deelbo_core::NoiseKey;
-use deelbo_core::noise::uniform_at;
+use deelbo_core::uniform_at;
 
 use crate::error::{Result, TransferError};
 

@@ -18,7 +18,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 use super::KlTerms;
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::tensor::{CompensatedSum, Real, deterministic_sum};
+use crate::tensor::{CompensatedSum, ParamBlock, Real, deterministic_sum};
 
 /// The posterior scale as the low-rank prior needs it.
 #[derive(Debug, Clone, Copy)]
@@ -167,8 +167,8 @@ impl LowRankPrior {
     fn difference<T: Real>(&self, mean: &[T], prior_mean: &[T]) -> Result<Vec<f64>> {
         check::same_len("variational mean", self.len(), mean.len())?;
         check::same_len("prior mean", self.len(), prior_mean.len())?;
-        check::block_finite("variational mean", mean)?;
-        check::block_finite("prior mean", prior_mean)?;
+        mean.ensure_finite("variational mean")?;
+        prior_mean.ensure_finite("prior mean")?;
         Ok(mean
             .iter()
             .zip(prior_mean)

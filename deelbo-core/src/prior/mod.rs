@@ -15,7 +15,9 @@
 //! - `KL* = KL(v*) = 1/2 [ D ln v* + ln det Sigma_p - sum_j ln sigma_j^2 ]`; isotropic `q` and
 //!   prior: `KL* = (D/2) ln(1 + M/(D sigma^2))`.
 
-pub mod low_rank;
+mod low_rank;
+
+pub use low_rank::{LowRankPrior, LowRankScale};
 
 use crate::check;
 use crate::error::{CoreError, Result};
@@ -83,10 +85,10 @@ impl KlTerms {
         prior_mean: Option<&B>,
         scale: ScaleStats,
     ) -> Result<Self> {
-        check::block_finite("variational mean", mean)?;
+        mean.ensure_finite("variational mean")?;
         let sq_dist = match prior_mean {
             Some(mu) => {
-                check::block_finite("prior mean", mu)?;
+                mu.ensure_finite("prior mean")?;
                 mean.squared_distance(mu)?
             }
             None => mean.sum_squares(),

@@ -18,7 +18,7 @@ use deelbo_rff::elbo::{AscentSettings, ClosedFormElbo};
 use deelbo_rff::evidence::NoiseBounds;
 use deelbo_rff::search::GridSearch;
 use deelbo_rff::spectrum::Spectrum;
-use deelbo_rff::{Dataset, FitConfig, Lengthscale, Method, RffFeatures, fit};
+use deelbo_rff::{Dataset, Lengthscale, Method, RffConfig, RffFeatures, fit};
 use ndarray::{Array1, Array2};
 
 fn sine(n: usize) -> Dataset {
@@ -78,7 +78,7 @@ fn full(c: &mut Criterion) {
         (100, 4096),
     ] {
         let data = sine(n);
-        let config = FitConfig::new(Method::Elbo(KappaRule::DataEmphasized))
+        let config = RffConfig::new(Method::Elbo(KappaRule::DataEmphasized))
             .with_features(r)
             .with_lengthscale_search(search);
         g.bench_with_input(BenchmarkId::new(format!("R={r}"), n), &n, |b, _| {

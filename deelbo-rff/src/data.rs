@@ -22,14 +22,14 @@ impl Dataset {
     pub fn new(x: Array2<f64>, y: Array1<f64>) -> Result<Self> {
         if x.nrows() != y.len() {
             return Err(RffError::Shape {
-                what: "targets (one per input row)".to_string(),
+                name: "targets (one per input row)".to_string(),
                 expected: x.nrows(),
                 found: y.len(),
             });
         }
         if x.ncols() == 0 {
             return Err(RffError::Shape {
-                what: "input columns (at least one)".to_string(),
+                name: "input columns (at least one)".to_string(),
                 expected: 1,
                 found: 0,
             });
@@ -145,7 +145,7 @@ impl Standardizer {
     pub fn transform_x(&self, x: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
         if x.ncols() != self.dim() {
             return Err(RffError::Shape {
-                what: "input columns".to_string(),
+                name: "input columns".to_string(),
                 expected: self.dim(),
                 found: x.ncols(),
             });

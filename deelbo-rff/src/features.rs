@@ -40,7 +40,7 @@ impl Lengthscale {
             Lengthscale::Ard(ls) => {
                 if ls.len() != d {
                     return Err(RffError::Shape {
-                        what: "ARD lengthscales".to_string(),
+                        name: "ARD lengthscales".to_string(),
                         expected: d,
                         found: ls.len(),
                     });
@@ -50,8 +50,8 @@ impl Lengthscale {
         };
         if let Some(bad) = v.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
             return Err(RffError::InvalidConfig {
-                what: "lengthscale".to_string(),
-                message: format!("must be positive and finite, got {bad}"),
+                name: "lengthscale".to_string(),
+                reason: format!("must be positive and finite, got {bad}"),
             });
         }
         Ok(v)
@@ -94,14 +94,14 @@ impl RffFeatures {
     pub fn new(seed: u64, count: usize, dim: usize) -> Result<Self> {
         if count == 0 {
             return Err(RffError::InvalidConfig {
-                what: "number of features R".to_string(),
-                message: "must be at least 1".to_string(),
+                name: "number of features R".to_string(),
+                reason: "must be at least 1".to_string(),
             });
         }
         if dim == 0 {
             return Err(RffError::InvalidConfig {
-                what: "input dimension d".to_string(),
-                message: "must be at least 1".to_string(),
+                name: "input dimension d".to_string(),
+                reason: "must be at least 1".to_string(),
             });
         }
         let mut w = vec![0.0f32; count * dim];
@@ -142,7 +142,7 @@ impl RffFeatures {
     fn phases_of(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
         if x.ncols() != self.dim() {
             return Err(RffError::Shape {
-                what: "input columns of the features".to_string(),
+                name: "input columns of the features".to_string(),
                 expected: self.dim(),
                 found: x.ncols(),
             });
@@ -200,7 +200,7 @@ pub fn rbf_kernel(
 ) -> Result<Array2<f64>> {
     if a.ncols() != b.ncols() {
         return Err(RffError::Shape {
-            what: "input columns of the kernel's second argument".to_string(),
+            name: "input columns of the kernel's second argument".to_string(),
             expected: a.ncols(),
             found: b.ncols(),
         });

@@ -110,14 +110,14 @@ impl RffModel {
         let d = self.dim();
         if self.weights.len() != self.features || self.features == 0 {
             return Err(RffError::Shape {
-                what: "model weights (one per feature)".to_string(),
+                name: "model weights (one per feature)".to_string(),
                 expected: self.features,
                 found: self.weights.len(),
             });
         }
         if self.standardizer.x_std.len() != d || d == 0 {
             return Err(RffError::Shape {
-                what: "model input standardization".to_string(),
+                name: "model input standardization".to_string(),
                 expected: d,
                 found: self.standardizer.x_std.len(),
             });
@@ -131,8 +131,8 @@ impl RffModel {
         for (what, v) in positive {
             if !(v.is_finite() && v > 0.0) {
                 return Err(RffError::InvalidConfig {
-                    what: format!("model {what}"),
-                    message: format!("must be positive and finite, got {v}"),
+                    name: format!("model {what}"),
+                    reason: format!("must be positive and finite, got {v}"),
                 });
             }
         }
@@ -141,14 +141,14 @@ impl RffModel {
                 if factor.len() != rank * self.features =>
             {
                 return Err(RffError::Shape {
-                    what: "model covariance factor (R x rank)".to_string(),
+                    name: "model covariance factor (R x rank)".to_string(),
                     expected: rank * self.features,
                     found: factor.len(),
                 });
             }
             WeightCovariance::Diagonal { variances } if variances.len() != self.features => {
                 return Err(RffError::Shape {
-                    what: "model weight variances (one per feature)".to_string(),
+                    name: "model weight variances (one per feature)".to_string(),
                     expected: self.features,
                     found: variances.len(),
                 });

@@ -30,8 +30,8 @@ impl GridSearch {
     pub fn validate(&self, what: &str) -> Result<()> {
         if !(self.lower.is_finite() && self.upper.is_finite() && self.lower < self.upper) {
             return Err(RffError::InvalidConfig {
-                what: what.to_string(),
-                message: format!(
+                name: what.to_string(),
+                reason: format!(
                     "needs finite bounds lower < upper, got [{}, {}]",
                     self.lower, self.upper
                 ),
@@ -39,8 +39,8 @@ impl GridSearch {
         }
         if self.grid_points < 2 {
             return Err(RffError::InvalidConfig {
-                what: what.to_string(),
-                message: format!("needs at least 2 grid points, got {}", self.grid_points),
+                name: what.to_string(),
+                reason: format!("needs at least 2 grid points, got {}", self.grid_points),
             });
         }
         Ok(())
@@ -97,8 +97,8 @@ where
     }
     let Some(mut best) = best else {
         return Err(RffError::InvalidConfig {
-            what: what.to_string(),
-            message: "empty grid".to_string(),
+            name: what.to_string(),
+            reason: "empty grid".to_string(),
         });
     };
     if search.tolerance > 0.0 {

@@ -65,8 +65,8 @@ fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     let (values, vectors) = gram.eigh(UPLO::Lower).map_err(|e| linalg_error(what, e))?;
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
         return Err(RffError::Linalg {
-            what: what.to_string(),
-            message: format!("non-finite eigenvalue {bad}"),
+            name: what.to_string(),
+            reason: format!("non-finite eigenvalue {bad}"),
         });
     }
     Ok((values.iter().map(|&v| v.max(0.0)).collect(), vectors))
@@ -79,7 +79,7 @@ impl Spectrum {
         let (n, r) = phi.dim();
         if y.len() != n {
             return Err(RffError::Shape {
-                what: "targets (one per feature row)".to_string(),
+                name: "targets (one per feature row)".to_string(),
                 expected: n,
                 found: y.len(),
             });
@@ -134,7 +134,7 @@ impl Spectrum {
         let n = k.nrows();
         if k.ncols() != n || y.len() != n {
             return Err(RffError::Shape {
-                what: "kernel matrix (N x N, one target per row)".to_string(),
+                name: "kernel matrix (N x N, one target per row)".to_string(),
                 expected: n,
                 found: if k.ncols() != n { k.ncols() } else { y.len() },
             });
@@ -256,8 +256,8 @@ impl Spectrum {
                 Ok(phi.t().dot(&es))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no feature-space basis".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
         }
     }
@@ -281,8 +281,8 @@ impl Spectrum {
                 Ok((phi.t().dot(&es), idx))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no feature-space basis".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
         }
     }
@@ -290,7 +290,7 @@ impl Spectrum {
     fn check_phi(&self, phi: ArrayView2<'_, f64>) -> Result<()> {
         if phi.dim() != (self.examples, self.features) {
             return Err(RffError::Shape {
-                what: "features passed back to the spectrum (N x R)".to_string(),
+                name: "features passed back to the spectrum (N x R)".to_string(),
                 expected: self.examples * self.features,
                 found: phi.len(),
             });
@@ -306,7 +306,7 @@ impl Spectrum {
             Basis::Features(e) => {
                 if coeffs.len() != self.len() {
                     return Err(RffError::Shape {
-                        what: "spectral coefficients".to_string(),
+                        name: "spectral coefficients".to_string(),
                         expected: self.len(),
                         found: coeffs.len(),
                     });
@@ -325,8 +325,8 @@ impl Spectrum {
                 Ok(phi.t().dot(&e.dot(&a)))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no weights".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no weights".to_string(),
             }),
         }
     }
@@ -344,8 +344,8 @@ impl Spectrum {
                 Ok(phi.dot(&self.weights(phi, coeffs)?))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no fitted values".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no fitted values".to_string(),
             }),
         }
     }

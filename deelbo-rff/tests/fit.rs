@@ -4,9 +4,9 @@
 
 use deelbo_core::KappaRule;
 use deelbo_core::noise::{NoiseKey, normal_at};
-use deelbo_rff::map_grid::MapGridSettings;
+use deelbo_rff::fit::MapGridSettings;
 use deelbo_rff::search::GridSearch;
-use deelbo_rff::{Dataset, FitConfig, Lengthscale, Method, RffError, RffModel, fit};
+use deelbo_rff::{Dataset, Lengthscale, Method, RffConfig, RffError, RffModel, fit};
 use ndarray::{Array1, Array2, array};
 
 fn coarse() -> GridSearch {
@@ -35,7 +35,7 @@ fn fits_are_deterministic_and_models_round_trip_through_json() {
         Method::MapGrid,
         Method::LaplaceDiag,
     ] {
-        let cfg = FitConfig::new(method)
+        let cfg = RffConfig::new(method)
             .with_features(128)
             .with_lengthscale_search(coarse());
         let a = fit(&data, &cfg).unwrap().model;
@@ -64,7 +64,7 @@ fn more_data_than_features_recovers_the_noise() {
     // N = 300 > R = 96: the R x R path. True noise 0.1.
     let data = sine(300, 1, 2);
     for method in [Method::Elbo(KappaRule::Standard), Method::Evidence] {
-        let cfg = FitConfig::new(method)
+        let cfg = RffConfig::new(method)
             .with_features(96)
             .with_lengthscale_search(coarse());
         let m = fit(&data, &cfg).unwrap().model;
@@ -81,7 +81,7 @@ fn ard_finds_the_irrelevant_input() {
     // y depends on x0 only; x1 is noise. ARD should give x1 a much longer lengthscale.
     let data = sine(40, 2, 3);
     let kappa = KappaRule::Fixed(2.0);
-    let base = FitConfig::new(Method::Elbo(kappa))
+    let base = RffConfig::new(Method::Elbo(kappa))
         .with_features(128)
         .with_lengthscale_search(coarse());
     let iso = fit(&data, &base).unwrap().model;
@@ -128,14 +128,14 @@ fn bad_input_gives_typed_errors() {
         Err(RffError::Shape { .. })
     ));
     let tiny = Dataset::new(x, array![1.0, 2.0, 0.5]).unwrap();
-    let map = FitConfig::new(Method::MapGrid)
+    let map = RffConfig::new(Method::MapGrid)
         .with_features(16)
         .with_map_grid(MapGridSettings::default());
     assert!(matches!(
         fit(&tiny, &map),
         Err(RffError::TooFewExamples { required: 5, .. })
     ));
-    let ard_ev = FitConfig::new(Method::Evidence)
+    let ard_ev = RffConfig::new(Method::Evidence)
         .with_features(16)
         .with_ard(true);
     assert!(matches!(
@@ -144,7 +144,7 @@ fn bad_input_gives_typed_errors() {
     ));
     let ok = fit(
         &tiny,
-        &FitConfig::new(Method::Evidence)
+        &RffConfig::new(Method::Evidence)
             .with_features(16)
             .with_lengthscale_search(coarse()),
     )

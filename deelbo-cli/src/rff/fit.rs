@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use deelbo_core::KappaRule;
-use deelbo_rff::{Dataset, FitConfig, Method, fit, metrics::rmse};
+use deelbo_rff::{Dataset, Method, RffConfig, fit, metrics::rmse};
 use serde::Serialize;
 
 use crate::csv_data::read_training;
@@ -132,7 +132,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let table = read_training(&args.data, &args.target)?;
     let data =
         Dataset::new(table.x, table.y).with_context(|| format!("{}", args.data.display()))?;
-    let config = FitConfig::new(method)
+    let config = RffConfig::new(method)
         .with_features(args.features as usize)
         .with_seed(args.seed)
         .with_ard(args.ard)

@@ -1,0 +1,211 @@
+//! What a fit is asked to do: the [`Method`] and the [`RffConfig`] entry point with its nested
+//! settings. Nothing here touches data; [`RffConfig::validate`] runs before any work.
+
+use deelbo_core::{KappaRule, check};
+
+use crate::elbo::AscentSettings;
+use crate::error::{Result, RffError};
+use crate::evidence::NoiseBounds;
+use crate::fit::map_grid::MapGridSettings;
+use crate::search::GridSearch;
+
+/// How the hyperparameters are learned. What each maximizes (the model's `objective`):
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// The closed-form `J_kappa` (DESIGN.md §3) with the given kappa rule: `Standard` is the
+    /// plain ELBO, `DataEmphasized` (`D/N`, `D = R`) and `HalfDataEmphasized` (`D/(2N)`) the
+    /// DE-ELBO, `Fixed(k)` any `k >= 1`. Learns `l, tau, s_n, m, sigma`.
+    Elbo(KappaRule),
+    /// Type-II maximum likelihood: the exact log evidence `ln p(y | l, tau, s_n)`; predicts with
+    /// the exact posterior.
+    Evidence,
+    /// MAP weights with `(l, tau, s_n)` chosen by validation NLL on an 80/20 split, refit on all
+    /// data; `objective` is minus the selected validation NLL per point. Predicts with the noise
+    /// alone (a point estimate).
+    MapGrid,
+    /// The diagonal empirical-Fisher Laplace evidence (LA-LML) at the MAP weights; predicts with
+    /// the noise alone.
+    LaplaceDiag,
+}
+
+impl Method {
+    /// The name used in tables, JSON and model files: `elbo`, `de-elbo` (`D/N`), `de-elbo-half`
+    /// (`D/(2N)`), `de-elbo-fixed` (any `Fixed(k)`, the value is in the `kappa` field),
+    /// `evidence`, `map-grid`, `la-lml`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Elbo(KappaRule::Standard) => "elbo",
+            Method::Elbo(KappaRule::DataEmphasized) => "de-elbo",
+            Method::Elbo(KappaRule::HalfDataEmphasized) => "de-elbo-half",
+            Method::Elbo(KappaRule::Fixed(_)) => "de-elbo-fixed",
+            Method::Evidence => "evidence",
+            Method::MapGrid => "map-grid",
+            Method::LaplaceDiag => "la-lml",
+        }
+    }
+}
+
+/// The default lengthscale search: `l/sqrt(d)` in `[0.01, 10]`, 90 grid points, refined to
+/// `1e-4` in `ln l`.
+pub const DEFAULT_LENGTHSCALE_SEARCH: GridSearch = GridSearch {
+    lower: -2.0 * std::f64::consts::LN_10,
+    upper: std::f64::consts::LN_10,
+    grid_points: 90,
+    tolerance: 1e-4,
+};
+
+/// How the lengthscale(s) are searched.
+///
+/// # Parameters
+///
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `lengthscale` | [`DEFAULT_LENGTHSCALE_SEARCH`] | finite `lower < upper`, `>= 2` points | the global search over `t = ln(l/sqrt(d))` on standardized inputs |
+/// | `ard_iterations` | 100 | `>= 1` | L-BFGS iterations of the per-dimension (ARD) refinement |
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct SearchSettings {
+    /// The global search over `t = ln(l/sqrt(d))`.
+    pub lengthscale: GridSearch,
+    /// L-BFGS iterations for ARD.
+    pub ard_iterations: u64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            lengthscale: DEFAULT_LENGTHSCALE_SEARCH,
+            ard_iterations: 100,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// Check the ranges in the table above.
+    pub fn validate(&self) -> Result<()> {
+        self.lengthscale.validate("lengthscale search")?;
+        if self.ard_iterations == 0 {
+            return Err(RffError::InvalidConfig {
+                name: "ard_iterations".to_string(),
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Everything a fit needs besides the data: the entry point of [`crate::fit()`].
+///
+/// # Parameters
+///
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `method` | given to [`RffConfig::new`] | any [`Method`] | what is maximized |
+/// | `features` | 1024 | `>= 1` | `R`, the number of random features (`D = R` for kappa) |
+/// | `seed` | 0 | any | seed of the random features and of the MAP split |
+/// | `ard` | `false` | | one lengthscale per input column ((DE-)ELBO methods) |
+/// | `standardize` | `true` | | standardize inputs and targets (recommended) |
+/// | `search` | [`SearchSettings::default`] | see there | the lengthscale search |
+/// | `noise` | [`NoiseBounds::default`] | `0 < min_std <= max_std < inf` | bounds on the noise std (standardized targets) |
+/// | `ascent` | [`AscentSettings::default`] | see there | coordinate ascent of the ELBO methods |
+/// | `map_grid` | [`MapGridSettings::default`] | see there | the grids of the MAP baseline |
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RffConfig {
+    /// The method.
+    pub method: Method,
+    /// `R`, the number of random features.
+    pub features: usize,
+    /// Seed of the random features (and of the MAP split).
+    pub seed: u64,
+    /// Per-dimension lengthscales.
+    pub ard: bool,
+    /// Standardize inputs and targets.
+    pub standardize: bool,
+    /// The lengthscale search.
+    pub search: SearchSettings,
+    /// Bounds on the noise standard deviation (standardized targets).
+    pub noise: NoiseBounds,
+    /// Coordinate-ascent settings of the ELBO methods.
+    pub ascent: AscentSettings,
+    /// Grids of the MAP baseline.
+    pub map_grid: MapGridSettings,
+}
+
+impl Default for RffConfig {
+    /// [`RffConfig::new`] with the DE-ELBO at `D/(2N)`.
+    fn default() -> Self {
+        Self::new(Method::Elbo(KappaRule::HalfDataEmphasized))
+    }
+}
+
+impl RffConfig {
+    /// Defaults for `method` (see the table above).
+    pub fn new(method: Method) -> Self {
+        Self {
+            method,
+            features: 1024,
+            seed: 0,
+            ard: false,
+            standardize: true,
+            search: SearchSettings::default(),
+            noise: NoiseBounds::default(),
+            ascent: AscentSettings::default(),
+            map_grid: MapGridSettings::default(),
+        }
+    }
+
+    /// Set `R`.
+    pub fn with_features(mut self, r: usize) -> Self {
+        self.features = r;
+        self
+    }
+
+    /// Set the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Turn ARD on or off.
+    pub fn with_ard(mut self, ard: bool) -> Self {
+        self.ard = ard;
+        self
+    }
+
+    /// Set the global lengthscale search.
+    pub fn with_lengthscale_search(mut self, search: GridSearch) -> Self {
+        self.search.lengthscale = search;
+        self
+    }
+
+    /// Set the MAP grids.
+    pub fn with_map_grid(mut self, grid: MapGridSettings) -> Self {
+        self.map_grid = grid;
+        self
+    }
+
+    /// Check every setting against its range; [`crate::fit()`] calls this before any work.
+    pub fn validate(&self) -> Result<()> {
+        check::has_parameters("the random features (R)", self.features)?;
+        self.search.validate()?;
+        self.noise.validate()?;
+        self.ascent.validate()?;
+        if matches!(self.method, Method::MapGrid) {
+            self.map_grid.validate()?;
+        }
+        if let Method::Elbo(KappaRule::Fixed(k)) = self.method {
+            deelbo_core::Kappa::new(k)?;
+        }
+        if self.ard && !matches!(self.method, Method::Elbo(_)) {
+            return Err(RffError::InvalidConfig {
+                name: "ard".to_string(),
+                reason: format!(
+                    "per-dimension lengthscales are supported by the (DE-)ELBO methods, not {}",
+                    self.method.name()
+                ),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! The (DE-)ELBO methods: the closed-form inner optimum ([`crate::elbo`]) at each lengthscale,
+//! a global isotropic lengthscale search, and optionally ARD ([`super::ard`]).
+
+use deelbo_core::{Kappa, KappaRule};
+use ndarray::Array2;
+
+use crate::elbo::{ClosedFormElbo, ElboState};
+use crate::error::Result;
+use crate::features::Lengthscale;
+use crate::fit::ard::ard_search;
+use crate::fit::builder::{ModelParts, build_model};
+use crate::fit::config::{Method, RffConfig};
+use crate::fit::prepared::Prepared;
+use crate::fit::report::FitReport;
+use crate::model::WeightCovariance;
+use crate::search::maximize;
+use crate::spectrum::Spectrum;
+
+/// The inner ELBO optimum at one lengthscale.
+pub(crate) struct ElboAt {
+    pub phi: Array2<f64>,
+    pub spectrum: Spectrum,
+    pub state: ElboState,
+    pub objective: f64,
+}
+
+/// Features, spectrum and the coordinate-ascent optimum at lengthscale `ls`.
+pub(crate) fn elbo_at(
+    prep: &Prepared,
+    config: &RffConfig,
+    kappa: Kappa,
+    ls: &Lengthscale,
+) -> Result<ElboAt> {
+    let phi = prep.features.matrix(prep.x.view(), ls)?;
+    let spectrum = Spectrum::of_features(phi.view(), prep.y.view())?;
+    let opt = ClosedFormElbo::new(&spectrum, kappa, config.noise)?.maximize(&config.ascent)?;
+    Ok(ElboAt {
+        phi,
+        spectrum,
+        state: opt.state,
+        objective: opt.objective,
+    })
+}
+
+/// Fit by maximizing `J_kappa` for the kappa `rule`.
+pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Result<FitReport> {
+    let kappa = rule.resolve(config.features, prep.n())?;
+    let sqrt_d = prep.sqrt_d();
+    let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
+        let at = elbo_at(
+            prep,
+            config,
+            kappa,
+            &Lengthscale::Isotropic(t.exp() * sqrt_d),
+        )?;
+        Ok((at.objective, ()))
+    })?;
+    let mut evaluations = search.evaluations;
+    let mut ls = Lengthscale::Isotropic(search.argmax.exp() * sqrt_d);
+    let mut at = elbo_at(prep, config, kappa, &ls)?;
+    if config.ard && prep.x.ncols() > 1 {
+        let (ard_ls, evals) = ard_search(prep, config, kappa, search.argmax)?;
+        evaluations += evals;
+        let ard_at = elbo_at(prep, config, kappa, &ard_ls)?;
+        if ard_at.objective >= at.objective {
+            at = ard_at;
+            ls = ard_ls;
+        }
+    } else if config.ard {
+        ls = Lengthscale::Ard(vec![search.argmax.exp() * sqrt_d]);
+    }
+    let weights = at.spectrum.weights(at.phi.view(), &at.state.coeffs)?;
+    let k = kappa.value();
+    let parts = ModelParts {
+        lengthscale: ls,
+        weights: weights.to_vec(),
+        noise_variance: at.state.noise_variance,
+        prior_variance: at.state.tau,
+        covariance: WeightCovariance::Isotropic {
+            sigma2: at.state.sigma2,
+        },
+        objective: at.objective,
+        log_density_count: k * prep.n() as f64,
+    };
+    Ok(FitReport {
+        model: build_model(prep, config, Method::Elbo(rule), Some(k), parts),
+        profile: prep.profile_in_input_units(&search.grid_values),
+        evaluations,
+    })
+}

@@ -11,10 +11,11 @@
 //! `b_r = 2 pi uniform_at((seed, PHASE_STREAM), r)`.
 
 use deelbo_core::noise::{NoiseKey, fill_normals, uniform_at};
-use ndarray::{Array1, Array2, ArrayView2, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Zip, s};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RffError};
+use crate::parallel::{BLOCK_ROWS, map_blocks, row_blocks};
 
 /// Noise stream of the frequencies `W`.
 pub const FREQUENCY_STREAM: u64 = 0x5246_4600;
@@ -160,12 +161,18 @@ impl RffFeatures {
     }
 
     /// The feature matrix `Phi` (`N x R`), `Phi_nr = sqrt(2/R) cos(sum_k W_rk x_nk / l_k + b_r)`
-    /// for inputs `x` (`N x d`, already standardized if the model standardizes).
+    /// for inputs `x` (`N x d`, already standardized if the model standardizes). Computed in
+    /// parallel over fixed row blocks (same bits at any thread count).
     pub fn matrix(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
         let c = (2.0 / self.count() as f64).sqrt();
-        let mut z = self.phases_of(x, lengthscale)?;
-        z.mapv_inplace(|v| c * v.cos());
-        Ok(z)
+        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
+        let parts = map_blocks(blocks.len(), |i| {
+            let (a, b) = blocks[i];
+            let mut z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
+            z.mapv_inplace(|v| c * v.cos());
+            Ok(z)
+        })?;
+        stack_rows(parts, x.nrows(), self.count())
     }
 
     /// `Phi` together with `sqrt(2/R) sin(Z)`; see [`FeaturesWithSines`].
@@ -175,19 +182,46 @@ impl RffFeatures {
         lengthscale: &Lengthscale,
     ) -> Result<FeaturesWithSines> {
         let c = (2.0 / self.count() as f64).sqrt();
-        let z = self.phases_of(x, lengthscale)?;
-        let mut phi = Array2::zeros(z.raw_dim());
-        let mut sines = Array2::zeros(z.raw_dim());
-        Zip::from(&mut phi)
-            .and(&mut sines)
-            .and(&z)
-            .for_each(|p, s, &v| {
-                let (sin, cos) = v.sin_cos();
-                *p = c * cos;
-                *s = c * sin;
-            });
-        Ok(FeaturesWithSines { phi, sines })
+        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
+        let parts = map_blocks(blocks.len(), |i| {
+            let (a, b) = blocks[i];
+            let z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
+            let mut phi = Array2::zeros(z.raw_dim());
+            let mut sines = Array2::zeros(z.raw_dim());
+            Zip::from(&mut phi)
+                .and(&mut sines)
+                .and(&z)
+                .for_each(|p, s, &v| {
+                    let (sin, cos) = v.sin_cos();
+                    *p = c * cos;
+                    *s = c * sin;
+                });
+            Ok((phi, sines))
+        })?;
+        let (phis, sines): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        Ok(FeaturesWithSines {
+            phi: stack_rows(phis, x.nrows(), self.count())?,
+            sines: stack_rows(sines, x.nrows(), self.count())?,
+        })
     }
+}
+
+/// Row blocks stacked into one `rows x cols` matrix.
+fn stack_rows(parts: Vec<Array2<f64>>, rows: usize, cols: usize) -> Result<Array2<f64>> {
+    if parts.len() == 1 {
+        return Ok(parts
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Array2::zeros((rows, cols))));
+    }
+    let mut out = Array2::zeros((rows, cols));
+    let mut start = 0;
+    for p in parts {
+        let end = start + p.nrows();
+        out.slice_mut(s![start..end, ..]).assign(&p);
+        start = end;
+    }
+    Ok(out)
 }
 
 /// The exact RBF kernel with unit outputscale,

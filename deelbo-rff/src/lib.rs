@@ -41,8 +41,12 @@ pub mod evidence;
 pub mod features;
 pub mod fit;
 pub mod gp;
+pub mod hyper;
+pub mod linalg;
 pub mod metrics;
 pub mod model;
+pub mod optimize;
+pub mod parallel;
 pub mod search;
 pub mod spectrum;
 

@@ -21,9 +21,8 @@
 //! only the evidence is defined for it.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use ndarray_linalg::{Eigh, UPLO};
 
-use crate::error::{Result, RffError, linalg_error};
+use crate::error::{Result, RffError};
 
 /// Which Gram matrix was decomposed; holds its eigenvectors `E` (columns).
 #[derive(Debug, Clone)]
@@ -38,6 +37,24 @@ pub enum Basis {
 
 /// Relative threshold below which an eigenvalue counts as zero.
 pub const RELATIVE_EIGENVALUE_FLOOR: f64 = 1e-12;
+
+/// `Phi^T Phi` summed over fixed row blocks computed in parallel (block order, so the same bits
+/// at any thread count).
+pub(crate) fn gram_of_columns(phi: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let blocks = crate::parallel::row_blocks(phi.nrows(), crate::parallel::BLOCK_ROWS);
+    let parts = crate::parallel::map_blocks(blocks.len(), |i| {
+        let (a, b) = blocks[i];
+        crate::linalg::gram_cols(phi.slice(ndarray::s![a..b, ..]))
+    })?;
+    let mut it = parts.into_iter();
+    let mut total = it
+        .next()
+        .unwrap_or_else(|| Array2::zeros((phi.ncols(), phi.ncols())));
+    for p in it {
+        total += &p;
+    }
+    Ok(total)
+}
 
 /// Eigenvalues, projected targets and trace of a Gram matrix; see the module docs.
 #[derive(Debug, Clone)]
@@ -62,7 +79,7 @@ pub struct Spectrum {
 }
 
 fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
-    let (values, vectors) = gram.eigh(UPLO::Lower).map_err(|e| linalg_error(what, e))?;
+    let (values, vectors) = crate::linalg::eigh(what, gram)?;
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
         return Err(RffError::Linalg {
             name: what.to_string(),
@@ -87,7 +104,7 @@ impl Spectrum {
         let trace = deelbo_core::tensor::deterministic_sum(phi.iter().map(|v| v * v));
         let yy = deelbo_core::tensor::deterministic_sum(y.iter().map(|v| v * v));
         if n <= r {
-            let gram = phi.dot(&phi.t());
+            let gram = crate::linalg::gram_rows(phi)?;
             let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
             Ok(Self::in_example_basis(
                 eigenvalues,
@@ -99,7 +116,7 @@ impl Spectrum {
                 Basis::Examples,
             ))
         } else {
-            let gram = phi.t().dot(&phi);
+            let gram = gram_of_columns(phi)?;
             let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
             let c: Array1<f64> = e.t().dot(&phi.t().dot(&y));
             let floor =

@@ -104,6 +104,9 @@ where
     })
 }
 
+/// Iterations whose summed gain is compared with the value tolerance.
+const GAIN_WINDOW: usize = 5;
+
 /// Settings of the projected L-BFGS.
 ///
 /// # Parameters
@@ -113,7 +116,7 @@ where
 /// | `memory` | 8 | `>= 1` | correction pairs kept |
 /// | `max_iterations` | 100 | `>= 1` | iterations (each one line search) |
 /// | `gradient_tolerance` | `1e-5` | `>= 0` | stop when the projected gradient's max-norm is below `gradient_tolerance (1 + |f|) / N`-scaled |
-/// | `value_tolerance` | `1e-9` | `>= 0` | stop when an iteration gains less than `value_tolerance (1 + |f|)` |
+/// | `value_tolerance` | `1e-9` | `>= 0` | stop when the last 5 iterations together gain less than `value_tolerance (1 + |f|)` |
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LbfgsSettings {
     /// Correction pairs kept.
@@ -122,7 +125,7 @@ pub struct LbfgsSettings {
     pub max_iterations: usize,
     /// Projected-gradient stopping threshold (absolute, on the max-norm).
     pub gradient_tolerance: f64,
-    /// Relative gain below which the search stops.
+    /// Relative gain (over the last 5 iterations) below which the search stops.
     pub value_tolerance: f64,
 }
 
@@ -194,6 +197,7 @@ where
     let mut s_hist: Vec<Vec<f64>> = Vec::new();
     let mut y_hist: Vec<Vec<f64>> = Vec::new();
     let mut iterations = 0;
+    let mut gains: Vec<f64> = Vec::new();
     let free = |x: &[f64], g: &[f64], i: usize| {
         !((x[i] <= lower[i] && g[i] < 0.0) || (x[i] >= upper[i] && g[i] > 0.0))
     };
@@ -276,7 +280,11 @@ where
         x = xn;
         fx = fnew;
         g = gn;
-        if gain.abs() <= settings.value_tolerance * (1.0 + fx.abs()) {
+        gains.push(gain);
+        let window = &gains[gains.len().saturating_sub(GAIN_WINDOW)..];
+        if (window.len() == GAIN_WINDOW || gain.abs() == 0.0)
+            && window.iter().sum::<f64>().abs() <= settings.value_tolerance * (1.0 + fx.abs())
+        {
             break;
         }
     }

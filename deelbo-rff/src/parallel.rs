@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::error::Result;
 
 /// Rows per block of the row-parallel passes (features, Gram accumulation).
-pub const BLOCK_ROWS: usize = 512;
+pub const BLOCK_ROWS: usize = 128;
 
 /// The number of worker threads: `DEELBO_THREADS` if set to a positive integer, else the
 /// available parallelism.

@@ -104,6 +104,8 @@ fn posterior_mean_and_variance_match_the_dense_inverse() {
             prior_variance: tau,
             covariance: cov.clone(),
             objective: 0.0,
+            kappa_report: None,
+            warnings: Vec::new(),
         };
         assert!(matches!(cov, WeightCovariance::LowRank { .. }));
         let var_spec = model.epistemic_variance(phi_star.view());

@@ -67,7 +67,8 @@ fn more_data_than_features_recovers_the_noise() {
         let cfg = RffConfig::new(method)
             .with_features(96)
             .with_lengthscale_search(coarse());
-        let m = fit(&data, &cfg).unwrap().model;
+        let report = fit(&data, &cfg).unwrap();
+        let m = report.model;
         assert!(
             (0.08..0.13).contains(&m.noise_std()),
             "{method:?}: noise {}",
@@ -77,27 +78,77 @@ fn more_data_than_features_recovers_the_noise() {
 }
 
 #[test]
-fn ard_finds_the_irrelevant_input() {
-    // y depends on x0 only; x1 is noise. ARD should give x1 a much longer lengthscale.
+fn ard_evidence_ends_at_a_stationary_point_of_the_dense_evidence() {
+    // y depends on x0 only; x1 is noise. The ARD fit must (a) give x1 a much longer lengthscale
+    // and (b) end where the exact evidence, recomputed densely (N x N Cholesky) from the model's
+    // own (l, tau, s_n), has a zero gradient in every ln l_k and the reported value.
     let data = sine(40, 2, 3);
-    let kappa = KappaRule::Fixed(2.0);
-    let base = RffConfig::new(Method::Elbo(kappa))
+    let cfg = RffConfig::new(Method::Evidence)
         .with_features(128)
-        .with_lengthscale_search(coarse());
-    let iso = fit(&data, &base).unwrap().model;
-    let ard = fit(&data, &base.clone().with_ard(true)).unwrap().model;
-    let Lengthscale::Ard(ls) = &ard.lengthscale else {
+        .with_lengthscale_search(coarse())
+        .with_ard(true);
+    let report = fit(&data, &cfg).unwrap();
+    let m = report.model;
+    let Lengthscale::Ard(ls) = m.lengthscale.clone() else {
         panic!("expected ARD lengthscales")
     };
     assert!(ls[1] > 3.0 * ls[0], "ARD lengthscales {ls:?}");
+    let features = m.feature_map().unwrap();
+    let xs = m.standardizer.transform_x(data.x()).unwrap();
+    let ys = m.standardizer.transform_y(data.y());
+    let dense = |l: &[f64]| {
+        let phi = features
+            .matrix(xs.view(), &Lengthscale::Ard(l.to_vec()))
+            .unwrap();
+        deelbo_rff::evidence::log_evidence(
+            phi.view(),
+            ys.view(),
+            m.prior_variance,
+            m.noise_variance,
+        )
+        .unwrap()
+    };
+    let at = dense(&ls);
+    let n = data.len() as f64;
+    let reported = m.objective + n * m.standardizer.y_std.ln();
     assert!(
-        ard.objective >= iso.objective,
-        "ARD {} below isotropic {}",
-        ard.objective,
-        iso.objective
+        (at - reported).abs() < 1e-6 * at.abs(),
+        "{at} vs {reported}"
     );
-    // Predictions accept the same inputs.
-    assert_eq!(ard.predict(data.x()).unwrap().mean.len(), 40);
+    for k in 0..2 {
+        let h = 1e-4f64;
+        let (mut a, mut b) = (ls.clone(), ls.clone());
+        a[k] *= h.exp();
+        b[k] *= (-h).exp();
+        let slope = (dense(&a) - dense(&b)) / (2.0 * h);
+        if (ls[k] / 100.0).ln().abs() < 1e-9 {
+            // At the ARD upper bound (ln 100): the evidence must want it longer still (a KKT
+            // point), and the report must say the input is unused.
+            assert!(
+                slope > -0.05,
+                "d ln p / d ln l_{k} = {slope} at the upper bound"
+            );
+            assert!(
+                report
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("input {k}"))),
+                "{:?}",
+                report.warnings
+            );
+        } else {
+            // Interior: a unit step in ln l_k would change the evidence by less than 0.05 nats.
+            assert!(
+                slope.abs() < 0.05,
+                "d ln p / d ln l_{k} = {slope} at {ls:?}"
+            );
+        }
+    }
+    assert!(
+        ls[0] < 10.0,
+        "the relevant input keeps a finite lengthscale: {ls:?}"
+    );
+    assert_eq!(m.predict(data.x()).unwrap().mean.len(), 40);
 }
 
 #[test]
@@ -135,7 +186,7 @@ fn bad_input_gives_typed_errors() {
         fit(&tiny, &map),
         Err(RffError::TooFewExamples { required: 5, .. })
     ));
-    let ard_ev = RffConfig::new(Method::Evidence)
+    let ard_ev = RffConfig::new(Method::MapGrid)
         .with_features(16)
         .with_ard(true);
     assert!(matches!(

@@ -16,12 +16,13 @@ use crate::table::format_lengthscale;
 /// The fitting methods offered on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
+    /// Exact evidence maximization (type-II maximum likelihood) on the features: the default,
+    /// the most accurate on the real-data table (deelbo-rff/results/real_data.md).
+    Evidence,
     /// Data-emphasized ELBO (kappa = D/(2N) unless --kappa says otherwise).
     DeElbo,
     /// Plain ELBO (kappa = 1).
     Elbo,
-    /// Exact evidence maximization (type-II maximum likelihood).
-    Evidence,
     /// MAP weights, hyperparameters by grid search on an 80/20 split.
     MapGrid,
 }
@@ -61,7 +62,7 @@ pub struct FitArgs {
     #[arg(long, value_name = "COLUMN")]
     pub target: String,
     /// How to learn the hyperparameters.
-    #[arg(long, value_enum, default_value_t = MethodArg::DeElbo)]
+    #[arg(long, value_enum, default_value_t = MethodArg::Evidence)]
     pub method: MethodArg,
     /// Likelihood weight for de-elbo: a number >= 1, 'd/n' or 'd/2n' (default); D = --features.
     /// With a learned noise and N <= R rows, kappa = D/N is exactly where the objective stops
@@ -72,13 +73,17 @@ pub struct FitArgs {
     /// Number of random Fourier features R.
     #[arg(long, value_name = "R", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub features: u32,
-    /// One lengthscale per input column (de-elbo and elbo only).
-    #[arg(long)]
+    /// One lengthscale per input column (the default when there are 2 or more inputs; kept for
+    /// compatibility).
+    #[arg(long, conflicts_with = "iso")]
     pub ard: bool,
-    /// Points of the global lengthscale grid (l/sqrt(d) log-spaced in [0.01, 10] on standardized
-    /// inputs, then golden-section refinement). Each point costs one eigendecomposition of size
-    /// min(rows, R): lower it for large data.
-    #[arg(long, value_name = "G", default_value_t = 90, value_parser = clap::value_parser!(u32).range(2..=10000))]
+    /// One lengthscale shared by every input column (instead of ARD).
+    #[arg(long)]
+    pub iso: bool,
+    /// Points of the global isotropic lengthscale grid (l/sqrt(d) log-spaced in [0.01, 10] on
+    /// standardized inputs, then Brent's method); ARD starts from its optimum. Each point costs
+    /// one eigendecomposition of size min(rows, R).
+    #[arg(long, value_name = "G", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=10000))]
     pub grid_points: u32,
     /// Seed of the random features (and of the map-grid split).
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -99,6 +104,14 @@ struct FitJson {
     test_rmse: Option<f64>,
     test_nll: Option<f64>,
     seconds: f64,
+    /// The kappa rule asked for (ELBO methods).
+    kappa_rule: Option<String>,
+    /// Whether the rule's kappa was raised to 1.
+    kappa_clamped: Option<bool>,
+    /// Why it was clamped.
+    kappa_reason: Option<String>,
+    /// Values that ended at a search bound, a clamped kappa.
+    warnings: Vec<String>,
 }
 
 /// A usage error found after parsing: one line on stderr, exit code 2 (like clap's own).
@@ -126,16 +139,18 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 .map_or_else(String::new, |v| v.get_name().to_string())
         )),
     };
-    if args.ard && matches!(args.method, MethodArg::Evidence | MethodArg::MapGrid) {
-        usage_error("--ard is supported by --method de-elbo and elbo only".to_string());
+    if args.ard && matches!(args.method, MethodArg::MapGrid) {
+        usage_error("--ard is supported by --method evidence, de-elbo and elbo".to_string());
     }
     let table = read_training(&args.data, &args.target)?;
     let data =
         Dataset::new(table.x, table.y).with_context(|| format!("{}", args.data.display()))?;
+    // ARD by default when there are several inputs (not for map-grid, whose grid is isotropic).
+    let ard = !args.iso && !matches!(args.method, MethodArg::MapGrid) && data.dim() > 1;
     let config = RffConfig::new(method)
         .with_features(args.features as usize)
         .with_seed(args.seed)
-        .with_ard(args.ard)
+        .with_ard(ard)
         .with_lengthscale_search(deelbo_rff::search::GridSearch {
             grid_points: args.grid_points as usize,
             ..deelbo_rff::fit::DEFAULT_LENGTHSCALE_SEARCH
@@ -143,6 +158,11 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let start = Instant::now();
     let report = fit(&data, &config).with_context(|| format!("fitting {}", args.data.display()))?;
     let seconds = start.elapsed().as_secs_f64();
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let kappa_report = report.kappa.clone();
+    let warnings = report.warnings.clone();
     let model = report.model;
     let train = model.predict(data.x())?;
     let train_rmse = rmse(&data.y().to_vec(), &train.mean.to_vec())?;
@@ -154,6 +174,10 @@ pub fn run(args: &FitArgs) -> Result<()> {
             test_rmse: None,
             test_nll: None,
             seconds,
+            kappa_rule: kappa_report.as_ref().map(|k| k.rule.clone()),
+            kappa_clamped: kappa_report.as_ref().map(|k| k.clamped),
+            kappa_reason: kappa_report.as_ref().and_then(|k| k.reason.clone()),
+            warnings,
         };
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -165,8 +189,12 @@ pub fn run(args: &FitArgs) -> Result<()> {
             table.inputs.join(", ")
         );
         println!("method          {}", summary.method);
-        if let Some(k) = summary.kappa {
-            println!("kappa           {k}");
+        if let Some(k) = &kappa_report {
+            println!("kappa rule      {}", k.rule);
+            match &k.reason {
+                Some(why) => println!("kappa           {} (clamped: {why})", k.value),
+                None => println!("kappa           {}", k.value),
+            }
         }
         println!(
             "lengthscale     {}",
@@ -180,6 +208,9 @@ pub fn run(args: &FitArgs) -> Result<()> {
         println!("objective       {:.4} nats", summary.objective);
         println!("train RMSE      {:.6}", summary.train_rmse);
         println!("seconds         {seconds:.3}");
+        if !warnings.is_empty() {
+            println!("warnings        {} (see stderr)", warnings.len());
+        }
         println!("model           {}", args.model.display());
     }
     Ok(())

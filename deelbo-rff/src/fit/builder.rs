@@ -46,5 +46,7 @@ pub(crate) fn build_model(
         prior_variance: parts.prior_variance,
         covariance: parts.covariance,
         objective: parts.objective - parts.log_density_count * prep.ln_y_scale(),
+        kappa_report: None,
+        warnings: Vec::new(),
     }
 }

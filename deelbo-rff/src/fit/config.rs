@@ -7,6 +7,7 @@ use crate::elbo::AscentSettings;
 use crate::error::{Result, RffError};
 use crate::evidence::NoiseBounds;
 use crate::fit::map_grid::MapGridSettings;
+use crate::hyper::PosteriorFamily;
 use crate::search::GridSearch;
 
 /// How the hyperparameters are learned. What each maximizes (the model's `objective`):
@@ -45,13 +46,13 @@ impl Method {
     }
 }
 
-/// The default lengthscale search: `l/sqrt(d)` in `[0.01, 10]`, 90 grid points, refined to
-/// `1e-4` in `ln l`.
+/// The default lengthscale search: `l/sqrt(d)` in `[0.01, 10]`, a coarse grid of 16 points
+/// (steps of 0.46 in `ln l`), then Brent's method in the best bracket to `1e-3` in `ln l`.
 pub const DEFAULT_LENGTHSCALE_SEARCH: GridSearch = GridSearch {
     lower: -2.0 * std::f64::consts::LN_10,
     upper: std::f64::consts::LN_10,
-    grid_points: 90,
-    tolerance: 1e-4,
+    grid_points: 16,
+    tolerance: 1e-3,
 };
 
 /// How the lengthscale(s) are searched.
@@ -62,6 +63,7 @@ pub const DEFAULT_LENGTHSCALE_SEARCH: GridSearch = GridSearch {
 /// |---|---|---|---|
 /// | `lengthscale` | [`DEFAULT_LENGTHSCALE_SEARCH`] | finite `lower < upper`, `>= 2` points | the global search over `t = ln(l/sqrt(d))` on standardized inputs |
 /// | `ard_iterations` | 100 | `>= 1` | L-BFGS iterations of the per-dimension (ARD) refinement |
+/// | `ard_upper` | `ln 100` | `> lengthscale.upper` | upper end of each ARD `ln l_k` (standardized inputs; a column whose lengthscale ends there is effectively unused) |
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct SearchSettings {
@@ -69,6 +71,8 @@ pub struct SearchSettings {
     pub lengthscale: GridSearch,
     /// L-BFGS iterations for ARD.
     pub ard_iterations: u64,
+    /// Upper end of each ARD `ln l_k` (standardized inputs).
+    pub ard_upper: f64,
 }
 
 impl Default for SearchSettings {
@@ -76,6 +80,7 @@ impl Default for SearchSettings {
         Self {
             lengthscale: DEFAULT_LENGTHSCALE_SEARCH,
             ard_iterations: 100,
+            ard_upper: 100f64.ln(),
         }
     }
 }
@@ -84,6 +89,15 @@ impl SearchSettings {
     /// Check the ranges in the table above.
     pub fn validate(&self) -> Result<()> {
         self.lengthscale.validate("lengthscale search")?;
+        if !(self.ard_upper.is_finite() && self.ard_upper > self.lengthscale.upper) {
+            return Err(RffError::InvalidConfig {
+                name: "ard_upper".to_string(),
+                reason: format!(
+                    "must be finite and above the lengthscale search's upper end {}, got {}",
+                    self.lengthscale.upper, self.ard_upper
+                ),
+            });
+        }
         if self.ard_iterations == 0 {
             return Err(RffError::InvalidConfig {
                 name: "ard_iterations".to_string(),
@@ -103,7 +117,8 @@ impl SearchSettings {
 /// | `method` | given to [`RffConfig::new`] | any [`Method`] | what is maximized |
 /// | `features` | 1024 | `>= 1` | `R`, the number of random features (`D = R` for kappa) |
 /// | `seed` | 0 | any | seed of the random features and of the MAP split |
-/// | `ard` | `false` | | one lengthscale per input column ((DE-)ELBO methods) |
+/// | `ard` | `false` | | one lengthscale per input column (ELBO and evidence methods) |
+/// | `posterior` | `Isotropic` | | the family of `q` of the ELBO methods (`Diagonal`: one variance per weight) |
 /// | `standardize` | `true` | | standardize inputs and targets (recommended) |
 /// | `search` | [`SearchSettings::default`] | see there | the lengthscale search |
 /// | `noise` | [`NoiseBounds::default`] | `0 < min_std <= max_std < inf` | bounds on the noise std (standardized targets) |
@@ -120,6 +135,8 @@ pub struct RffConfig {
     pub seed: u64,
     /// Per-dimension lengthscales.
     pub ard: bool,
+    /// The family of `q` (ELBO methods).
+    pub posterior: PosteriorFamily,
     /// Standardize inputs and targets.
     pub standardize: bool,
     /// The lengthscale search.
@@ -147,6 +164,7 @@ impl RffConfig {
             features: 1024,
             seed: 0,
             ard: false,
+            posterior: PosteriorFamily::Isotropic,
             standardize: true,
             search: SearchSettings::default(),
             noise: NoiseBounds::default(),
@@ -170,6 +188,12 @@ impl RffConfig {
     /// Turn ARD on or off.
     pub fn with_ard(mut self, ard: bool) -> Self {
         self.ard = ard;
+        self
+    }
+
+    /// Set the family of `q`.
+    pub fn with_posterior(mut self, family: PosteriorFamily) -> Self {
+        self.posterior = family;
         self
     }
 
@@ -197,11 +221,11 @@ impl RffConfig {
         if let Method::Elbo(KappaRule::Fixed(k)) = self.method {
             deelbo_core::Kappa::new(k)?;
         }
-        if self.ard && !matches!(self.method, Method::Elbo(_)) {
+        if self.ard && !matches!(self.method, Method::Elbo(_) | Method::Evidence) {
             return Err(RffError::InvalidConfig {
                 name: "ard".to_string(),
                 reason: format!(
-                    "per-dimension lengthscales are supported by the (DE-)ELBO methods, not {}",
+                    "per-dimension lengthscales are supported by the ELBO and evidence methods, not {}",
                     self.method.name()
                 ),
             });

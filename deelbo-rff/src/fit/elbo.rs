@@ -7,11 +7,12 @@ use ndarray::Array2;
 use crate::elbo::{ClosedFormElbo, ElboState};
 use crate::error::Result;
 use crate::features::Lengthscale;
-use crate::fit::ard::ard_search;
+use crate::fit::ard::{IsoStart, ard_search, iso_polish};
 use crate::fit::builder::{ModelParts, build_model};
 use crate::fit::config::{Method, RffConfig};
 use crate::fit::prepared::Prepared;
 use crate::fit::report::FitReport;
+use crate::hyper::{HyperObjective, PosteriorFamily};
 use crate::model::WeightCovariance;
 use crate::search::maximize;
 use crate::spectrum::Spectrum;
@@ -58,16 +59,54 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Resul
     let mut evaluations = search.evaluations;
     let mut ls = Lengthscale::Isotropic(search.argmax.exp() * sqrt_d);
     let mut at = elbo_at(prep, config, kappa, &ls)?;
-    if config.ard && prep.x.ncols() > 1 {
-        let (ard_ls, evals) = ard_search(prep, config, kappa, search.argmax)?;
-        evaluations += evals;
-        let ard_at = elbo_at(prep, config, kappa, &ard_ls)?;
+    let family = config.posterior;
+    let needs_joint = (config.ard && prep.x.ncols() > 1) || family == PosteriorFamily::Diagonal;
+    if needs_joint {
+        let objective = HyperObjective::Elbo {
+            kappa: kappa.value(),
+            family,
+        };
+        let start = IsoStart {
+            lengthscale: search.argmax.exp() * sqrt_d,
+            tau: at.state.tau,
+            noise_variance: at.state.noise_variance,
+        };
+        let r = if config.ard && prep.x.ncols() > 1 {
+            ard_search(prep, config, objective, &start)?
+        } else {
+            iso_polish(prep, config, objective, &start)?
+        };
+        evaluations += r.evaluations;
+        if family == PosteriorFamily::Diagonal {
+            let k = kappa.value();
+            let parts = ModelParts {
+                lengthscale: r.lengthscale,
+                weights: r.value.mean.to_vec(),
+                noise_variance: r.noise_variance,
+                prior_variance: r.tau,
+                covariance: WeightCovariance::Diagonal {
+                    variances: r.value.variances.clone(),
+                },
+                objective: r.value.value,
+                log_density_count: k * prep.n() as f64,
+            };
+            return Ok(FitReport {
+                model: build_model(prep, config, Method::Elbo(rule), Some(k), parts),
+                profile: prep.profile_in_input_units(&search.grid_values),
+                evaluations,
+                kappa: None,
+                warnings: Vec::new(),
+            });
+        }
+        let ard_at = elbo_at(prep, config, kappa, &r.lengthscale)?;
+        evaluations += 1;
         if ard_at.objective >= at.objective {
             at = ard_at;
-            ls = ard_ls;
+            ls = r.lengthscale;
         }
-    } else if config.ard {
-        ls = Lengthscale::Ard(vec![search.argmax.exp() * sqrt_d]);
+    }
+    if config.ard && !matches!(ls, Lengthscale::Ard(_)) {
+        ls = Lengthscale::Ard(vec![search.argmax.exp() * sqrt_d; prep.x.ncols()]);
     }
     let weights = at.spectrum.weights(at.phi.view(), &at.state.coeffs)?;
     let k = kappa.value();
@@ -86,5 +125,7 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Resul
         model: build_model(prep, config, Method::Elbo(rule), Some(k), parts),
         profile: prep.profile_in_input_units(&search.grid_values),
         evaluations,
+        kappa: None,
+        warnings: Vec::new(),
     })
 }

@@ -6,10 +6,12 @@ use ndarray::Array1;
 use crate::error::Result;
 use crate::evidence::maximize_evidence;
 use crate::features::Lengthscale;
+use crate::fit::ard::{IsoStart, ard_search};
 use crate::fit::builder::{ModelParts, build_model};
 use crate::fit::config::{Method, RffConfig};
 use crate::fit::prepared::Prepared;
 use crate::fit::report::FitReport;
+use crate::hyper::HyperObjective;
 use crate::model::WeightCovariance;
 use crate::search::maximize;
 use crate::spectrum::Spectrum;
@@ -24,10 +26,31 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
         let opt = maximize_evidence(&spectrum, &config.noise)?;
         Ok((opt.log_evidence, ()))
     })?;
-    let ls = Lengthscale::Isotropic(search.argmax.exp() * sqrt_d);
-    let phi = prep.features.matrix(prep.x.view(), &ls)?;
-    let spectrum = Spectrum::of_features(phi.view(), prep.y.view())?;
-    let opt = maximize_evidence(&spectrum, &config.noise)?;
+    let mut evaluations = search.evaluations;
+    let mut ls = Lengthscale::Isotropic(search.argmax.exp() * sqrt_d);
+    let mut phi = prep.features.matrix(prep.x.view(), &ls)?;
+    let mut spectrum = Spectrum::of_features(phi.view(), prep.y.view())?;
+    let mut opt = maximize_evidence(&spectrum, &config.noise)?;
+    if config.ard {
+        let start = IsoStart {
+            lengthscale: search.argmax.exp() * sqrt_d,
+            tau: opt.tau,
+            noise_variance: opt.noise_variance,
+        };
+        if prep.x.ncols() > 1 {
+            let r = ard_search(prep, config, HyperObjective::Evidence, &start)?;
+            evaluations += r.evaluations;
+            let phi_a = prep.features.matrix(prep.x.view(), &r.lengthscale)?;
+            let spectrum_a = Spectrum::of_features(phi_a.view(), prep.y.view())?;
+            let opt_a = maximize_evidence(&spectrum_a, &config.noise)?;
+            if opt_a.log_evidence >= opt.log_evidence {
+                (ls, phi, spectrum, opt) = (r.lengthscale, phi_a, spectrum_a, opt_a);
+            }
+        }
+        if let Lengthscale::Isotropic(l) = ls {
+            ls = Lengthscale::Ard(vec![l; prep.x.ncols()]);
+        }
+    }
     let (weights, covariance) =
         exact_posterior_from_spectrum(&spectrum, phi.view(), opt.tau, opt.noise_variance)?;
     let parts = ModelParts {
@@ -42,7 +65,9 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
     Ok(FitReport {
         model: build_model(prep, config, Method::Evidence, None, parts),
         profile: prep.profile_in_input_units(&search.grid_values),
-        evaluations: search.evaluations,
+        evaluations,
+        kappa: None,
+        warnings: Vec::new(),
     })
 }
 

@@ -165,5 +165,7 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
             .map(|&(t, v)| (t.exp() * scale, v))
             .collect(),
         evaluations: search.evaluations,
+        kappa: None,
+        warnings: Vec::new(),
     })
 }

@@ -182,6 +182,8 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
         model: build_model(prep, config, Method::MapGrid, None, parts),
         profile,
         evaluations: ls_grid.len() * g.prior_variances.len() * g.noise_stds.len(),
+        kappa: None,
+        warnings: Vec::new(),
     })
 }
 

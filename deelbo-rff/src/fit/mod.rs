@@ -27,20 +27,117 @@ mod report;
 pub use config::{DEFAULT_LENGTHSCALE_SEARCH, Method, RffConfig, SearchSettings};
 pub use evidence::exact_posterior_from_spectrum;
 pub use map_grid::MapGridSettings;
-pub use report::FitReport;
+pub use report::{FitReport, KappaReport};
+
+use deelbo_core::KappaRule;
 
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::features::Lengthscale;
+use crate::model::RffModel;
 use prepared::Prepared;
 
 /// Fit a model to `data` with `config` (validated first).
 pub fn fit(data: &Dataset, config: &RffConfig) -> Result<FitReport> {
     config.validate()?;
     let prep = Prepared::new(data, config)?;
-    match config.method {
+    let mut report = match config.method {
         Method::Elbo(rule) => elbo::fit(&prep, config, rule),
         Method::Evidence => evidence::fit(&prep, config),
         Method::MapGrid => map_grid::fit(&prep, config),
         Method::LaplaceDiag => laplace::fit(&prep, config),
+    }?;
+    if let Method::Elbo(rule) = config.method {
+        report.kappa = Some(kappa_report(rule, config.features, prep.n())?);
     }
+    let mut warnings = Vec::new();
+    if let Some(KappaReport {
+        clamped: true,
+        reason: Some(reason),
+        ..
+    }) = &report.kappa
+    {
+        warnings.push(format!("kappa clamped: {reason}"));
+    }
+    warnings.extend(bound_warnings(&report.model, config, &prep));
+    report.model.kappa_report = report.kappa.clone();
+    report.model.warnings = warnings.clone();
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// The kappa a rule gives for `D = R` features and `N` examples, and why it was clamped.
+pub fn kappa_report(rule: KappaRule, features: usize, examples: usize) -> Result<KappaReport> {
+    let k = rule.resolve(features, examples)?;
+    let reason = k.clamped().then(|| match rule {
+        KappaRule::DataEmphasized => {
+            format!("N = {examples} >= D = {features}: D/N < 1, so kappa = 1, the plain ELBO")
+        }
+        _ => format!(
+            "N = {examples} >= D/2 = {}: D/(2N) < 1, so kappa = 1, the plain ELBO",
+            features as f64 / 2.0
+        ),
+    });
+    Ok(KappaReport {
+        rule: rule.name().to_string(),
+        value: k.value(),
+        clamped: k.clamped(),
+        reason,
+    })
+}
+
+/// Relative closeness to a search bound that counts as "at the bound".
+pub const BOUND_MARGIN: f64 = 0.05;
+
+/// A warning for every lengthscale and for the noise that ended within [`BOUND_MARGIN`] (5%) of
+/// its search bound: such a value was not learned, the search ran out of room.
+fn bound_warnings(model: &RffModel, config: &RffConfig, prep: &Prepared) -> Vec<String> {
+    let mut out = Vec::new();
+    let d = prep.x.ncols();
+    let sqrt_d = prep.sqrt_d();
+    let lower = config.search.lengthscale.lower.exp() * sqrt_d;
+    let iso_upper = config.search.lengthscale.upper.exp() * sqrt_d;
+    let near = |v: f64, b: f64| (v / b).ln().abs() <= BOUND_MARGIN.ln_1p();
+    match &model.lengthscale {
+        Lengthscale::Isotropic(l) => {
+            if near(*l, lower) {
+                out.push(format!(
+                    "the lengthscale ended at the lower end of its search ({:.4} standardized = 0.01 sqrt(d)): not learned, the data would like it shorter",
+                    lower
+                ));
+            } else if near(*l, iso_upper) {
+                out.push(format!(
+                    "the lengthscale ended at the upper end of its search ({:.4} standardized = 10 sqrt(d)): not learned, the data would like it longer (a near-constant fit)",
+                    iso_upper
+                ));
+            }
+        }
+        Lengthscale::Ard(ls) => {
+            let upper = config.search.ard_upper.exp().max(iso_upper);
+            for (k, l) in ls.iter().enumerate().take(d) {
+                if near(*l, lower) {
+                    out.push(format!(
+                        "the lengthscale of input {k} ended at the lower end of its search ({lower:.4} standardized): not learned"
+                    ));
+                } else if ls.len() > 1 && near(*l, upper) {
+                    out.push(format!(
+                        "the lengthscale of input {k} ended at the upper end of its search ({upper:.4} standardized): the model does not use this input"
+                    ));
+                }
+            }
+        }
+    }
+    let s = model.noise_variance.sqrt();
+    if near(s, config.noise.min_std) {
+        out.push(format!(
+            "the noise std ended at its lower bound ({} standardized): not learned, the fit interpolates",
+            config.noise.min_std
+        ));
+    } else if near(s, config.noise.max_std) {
+        out.push(format!(
+            "the noise std ended at its upper bound ({} standardized): not learned",
+            config.noise.max_std
+        ));
+    }
+    out
 }

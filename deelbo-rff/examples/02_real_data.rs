@@ -5,7 +5,8 @@
 //! harness `deelbo-bench/scripts/rff_vs_sklearn.py`) into `target/rff-real-data/`.
 //!
 //! Run (minutes, release): `cargo run --release -p deelbo-rff --example 02_real_data`
-//! Optional argument: a comma-separated list of set names to run only those.
+//! Optional arguments: a comma-separated list of set names to run only those, then one candidate
+//! label (e.g. "evidence --ard") to run only that one (partial runs write `real_data_partial.*`).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -157,13 +158,16 @@ fn candidates(n: usize) -> Vec<(String, RffConfig)> {
             "de-elbo D/2N --ard".to_string(),
             base(Method::Elbo(KappaRule::HalfDataEmphasized)).with_ard(true),
         ),
-        (
+    ];
+    if n <= RffConfig::default().search.max_rows {
+        // A diagonal q needs every row in memory.
+        c.push((
             "de-elbo D/2N --ard diag-q".to_string(),
             base(Method::Elbo(KappaRule::HalfDataEmphasized))
                 .with_ard(true)
                 .with_posterior(PosteriorFamily::Diagonal),
-        ),
-    ];
+        ));
+    }
     if plus >= 1.0 {
         c.push((
             "de-elbo (D+N)/2N --ard".to_string(),
@@ -218,6 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let only: Option<Vec<String>> = std::env::args()
         .nth(1)
         .map(|a| a.split(',').map(str::to_string).collect());
+    let method_filter = std::env::args().nth(2);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let csv_dir = root.join("../target/rff-real-data");
     std::fs::create_dir_all(&csv_dir)?;
@@ -279,7 +284,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gp_s,
             gp.noise_std(),
         );
-        for (label, config) in candidates(split.train.len()) {
+        let cands = candidates(split.train.len());
+        let cands: Vec<_> = match &method_filter {
+            Some(f) => cands.into_iter().filter(|(l, _)| l == f).collect(),
+            None => cands,
+        };
+        for (label, config) in cands {
             let t = Instant::now();
             let report = fit(&split.train, &config)?;
             let s = t.elapsed().as_secs_f64();

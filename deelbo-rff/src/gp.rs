@@ -32,7 +32,7 @@ pub struct GpModel {
 /// Inputs and targets are standardized like the RFF models.
 pub fn fit_gp(data: &Dataset, search: &GridSearch, bounds: &NoiseBounds) -> Result<GpModel> {
     bounds.validate()?;
-    let standardizer = Standardizer::fit(data);
+    let standardizer = Standardizer::fit(data)?;
     let x = standardizer.transform_x(data.x())?;
     let y = standardizer.transform_y(data.y());
     let sqrt_d = (x.ncols() as f64).sqrt();
@@ -232,7 +232,7 @@ pub fn ard_log_evidence(
 pub fn fit_gp_ard(data: &Dataset, settings: &GpSettings) -> Result<GpModel> {
     use crate::optimize::{LbfgsSettings, lbfgs_maximize};
     use deelbo_core::noise::{NoiseKey, uniform_at};
-    let standardizer = Standardizer::fit(data);
+    let standardizer = Standardizer::fit(data)?;
     let x = standardizer.transform_x(data.x())?;
     let y = standardizer.transform_y(data.y());
     let d = x.ncols();

@@ -146,6 +146,50 @@ impl Spectrum {
         }
     }
 
+    /// The spectrum in the feature basis from accumulated sums over rows: `G = Phi^T Phi`
+    /// (`R x R`), `c = Phi^T y`, `y^T y`, `T = tr G` and `N` (no `N x R` matrix needed).
+    pub fn of_gram(
+        gram: Array2<f64>,
+        cross: Array1<f64>,
+        yy: f64,
+        trace: f64,
+        examples: usize,
+    ) -> Result<Self> {
+        let r = gram.nrows();
+        if gram.ncols() != r || cross.len() != r {
+            return Err(RffError::Shape {
+                name: "Gram statistics (R x R and R)".to_string(),
+                expected: r,
+                found: cross.len(),
+            });
+        }
+        let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
+        let c: Array1<f64> = e.t().dot(&cross);
+        let floor = RELATIVE_EIGENVALUE_FLOOR * eigenvalues.iter().copied().fold(0.0f64, f64::max);
+        let projected: Vec<f64> = c
+            .iter()
+            .zip(&eigenvalues)
+            .map(|(c, &l)| {
+                if l > floor && l > 0.0 {
+                    c / l.sqrt()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let energy = deelbo_core::tensor::deterministic_sum(projected.iter().map(|v| v * v));
+        Ok(Self {
+            eigenvalues,
+            projected_targets: projected,
+            cross_targets: c.to_vec(),
+            orthogonal_energy: (yy - energy).max(0.0),
+            trace,
+            examples,
+            features: r,
+            basis: Basis::Features(e),
+        })
+    }
+
     /// Decompose a symmetric positive semi-definite kernel matrix `k` (`N x N`) with targets `y`.
     pub fn of_kernel(k: ArrayView2<'_, f64>, y: ArrayView1<'_, f64>) -> Result<Self> {
         let n = k.nrows();

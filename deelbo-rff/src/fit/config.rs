@@ -63,6 +63,7 @@ pub const DEFAULT_LENGTHSCALE_SEARCH: GridSearch = GridSearch {
 /// |---|---|---|---|
 /// | `lengthscale` | [`DEFAULT_LENGTHSCALE_SEARCH`] | finite `lower < upper`, `>= 2` points | the global search over `t = ln(l/sqrt(d))` on standardized inputs |
 /// | `ard_iterations` | 100 | `>= 1` | L-BFGS iterations of the per-dimension (ARD) refinement |
+/// | `max_rows` | 512 | `>= 16` | rows the hyperparameter search (ELBO and evidence) runs on; with more training rows it runs on a seeded subsample of this many and the final model on sums over every row |
 /// | `ard_upper` | `ln 100` | `> lengthscale.upper` | upper end of each ARD `ln l_k` (standardized inputs; a column whose lengthscale ends there is effectively unused) |
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -73,6 +74,8 @@ pub struct SearchSettings {
     pub ard_iterations: u64,
     /// Upper end of each ARD `ln l_k` (standardized inputs).
     pub ard_upper: f64,
+    /// Rows of the hyperparameter search (a seeded subsample when there are more).
+    pub max_rows: usize,
 }
 
 impl Default for SearchSettings {
@@ -81,6 +84,7 @@ impl Default for SearchSettings {
             lengthscale: DEFAULT_LENGTHSCALE_SEARCH,
             ard_iterations: 100,
             ard_upper: 100f64.ln(),
+            max_rows: 512,
         }
     }
 }
@@ -96,6 +100,12 @@ impl SearchSettings {
                     "must be finite and above the lengthscale search's upper end {}, got {}",
                     self.lengthscale.upper, self.ard_upper
                 ),
+            });
+        }
+        if self.max_rows < 16 {
+            return Err(RffError::InvalidConfig {
+                name: "max_rows".to_string(),
+                reason: format!("must be at least 16, got {}", self.max_rows),
             });
         }
         if self.ard_iterations == 0 {

@@ -4,14 +4,16 @@
 use deelbo_core::{Kappa, KappaRule};
 use ndarray::Array2;
 
+use crate::data::RowSource;
 use crate::elbo::{ClosedFormElbo, ElboState};
-use crate::error::Result;
+use crate::error::{Result, RffError};
 use crate::features::Lengthscale;
 use crate::fit::ard::{IsoStart, ard_search, iso_polish};
 use crate::fit::builder::{ModelParts, build_model};
 use crate::fit::config::{Method, RffConfig};
 use crate::fit::prepared::Prepared;
 use crate::fit::report::FitReport;
+use crate::fit::statistics::final_spectrum;
 use crate::hyper::{HyperObjective, PosteriorFamily};
 use crate::model::WeightCovariance;
 use crate::search::maximize;
@@ -44,7 +46,13 @@ pub(crate) fn elbo_at(
 }
 
 /// Fit by maximizing `J_kappa` for the kappa `rule`.
-pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Result<FitReport> {
+pub(crate) fn fit(
+    prep: &Prepared,
+    config: &RffConfig,
+    rule: KappaRule,
+    source: Option<&mut dyn RowSource>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<FitReport> {
     let kappa = rule.resolve(config.features, prep.n())?;
     let sqrt_d = prep.sqrt_d();
     let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
@@ -78,6 +86,16 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Resul
         };
         evaluations += r.evaluations;
         if family == PosteriorFamily::Diagonal {
+            if prep.subsampled {
+                return Err(RffError::InvalidConfig {
+                    name: "posterior".to_string(),
+                    reason: format!(
+                        "a diagonal q needs every row in memory: N = {} is above max_rows = {}",
+                        prep.n(),
+                        config.search.max_rows
+                    ),
+                });
+            }
             let k = kappa.value();
             let parts = ModelParts {
                 lengthscale: r.lengthscale,
@@ -107,6 +125,16 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig, rule: KappaRule) -> Resul
     }
     if config.ard && !matches!(ls, Lengthscale::Ard(_)) {
         ls = Lengthscale::Ard(vec![search.argmax.exp() * sqrt_d; prep.x.ncols()]);
+    }
+    if prep.subsampled {
+        let (full, _) = final_spectrum(prep, source, &ls, progress)?;
+        let opt = ClosedFormElbo::new(&full, kappa, config.noise)?.maximize(&config.ascent)?;
+        at = ElboAt {
+            phi: Array2::zeros((0, 0)),
+            spectrum: full,
+            state: opt.state,
+            objective: opt.objective,
+        };
     }
     let weights = at.spectrum.weights(at.phi.view(), &at.state.coeffs)?;
     let k = kappa.value();

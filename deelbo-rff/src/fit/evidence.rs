@@ -1,7 +1,10 @@
 //! The exact-evidence method (type-II maximum likelihood on the features) and the exact
 //! posterior it predicts with.
 
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
+
+use crate::data::RowSource;
+use crate::fit::statistics::final_spectrum;
 
 use crate::error::Result;
 use crate::evidence::maximize_evidence;
@@ -16,7 +19,12 @@ use crate::model::WeightCovariance;
 use crate::search::maximize;
 use crate::spectrum::Spectrum;
 
-pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
+pub(crate) fn fit(
+    prep: &Prepared,
+    config: &RffConfig,
+    source: Option<&mut dyn RowSource>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<FitReport> {
     let sqrt_d = prep.sqrt_d();
     let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
         let phi = prep
@@ -50,6 +58,14 @@ pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
         if let Lengthscale::Isotropic(l) = ls {
             ls = Lengthscale::Ard(vec![l; prep.x.ncols()]);
         }
+    }
+    if prep.subsampled {
+        // The search ran on a subsample: the final evidence optimum over (tau, s_n) and the
+        // posterior from sums over every row.
+        let (full, full_phi) = final_spectrum(prep, source, &ls, progress)?;
+        opt = maximize_evidence(&full, &config.noise)?;
+        spectrum = full;
+        phi = full_phi.unwrap_or_else(|| Array2::zeros((0, 0)));
     }
     let (weights, covariance) =
         exact_posterior_from_spectrum(&spectrum, phi.view(), opt.tau, opt.noise_variance)?;

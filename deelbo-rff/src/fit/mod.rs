@@ -23,30 +23,86 @@ mod laplace;
 pub mod map_grid;
 mod prepared;
 mod report;
+mod statistics;
 
 pub use config::{DEFAULT_LENGTHSCALE_SEARCH, Method, RffConfig, SearchSettings};
 pub use evidence::exact_posterior_from_spectrum;
 pub use map_grid::MapGridSettings;
+pub use prepared::SUBSAMPLE_STREAM;
 pub use report::{FitReport, KappaReport};
 
 use deelbo_core::KappaRule;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, RowSource};
 use crate::error::Result;
 use crate::features::Lengthscale;
 use crate::model::RffModel;
 use prepared::Prepared;
 
-/// Fit a model to `data` with `config` (validated first).
+/// Fit a model to `data` with `config` (validated first). With more rows than
+/// `config.search.max_rows`, the ELBO and evidence methods search the hyperparameters on a seeded
+/// subsample and build the final model from sums over every row.
 pub fn fit(data: &Dataset, config: &RffConfig) -> Result<FitReport> {
     config.validate()?;
+    let searchable = matches!(config.method, Method::Elbo(_) | Method::Evidence);
+    if searchable && data.len() > config.search.max_rows {
+        let mut rows = data.clone();
+        return fit_source(&mut rows, config, &mut |_, _| {});
+    }
     let prep = Prepared::new(data, config)?;
-    let mut report = match config.method {
-        Method::Elbo(rule) => elbo::fit(&prep, config, rule),
-        Method::Evidence => evidence::fit(&prep, config),
+    let report = match config.method {
+        Method::Elbo(rule) => elbo::fit(&prep, config, rule, None, &mut |_| {}),
+        Method::Evidence => evidence::fit(&prep, config, None, &mut |_| {}),
         Method::MapGrid => map_grid::fit(&prep, config),
         Method::LaplaceDiag => laplace::fit(&prep, config),
     }?;
+    finish(report, &prep, config)
+}
+
+/// The stages of a streaming fit, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The first pass: standardization and the search subsample.
+    Reading,
+    /// The hyperparameter search on the subsample (rows = subsample size).
+    Searching,
+    /// The second pass: the final model's sums over every row.
+    Summing,
+}
+
+/// Fit from rows read block by block (two passes: standardization + search subsample, then the
+/// final sums), in `O(R^2 + max_rows R + block)` memory whatever `N`. `progress(stage, rows)`
+/// reports rows read so far. The ELBO and evidence methods only (the baselines need every row
+/// in memory).
+pub fn fit_source(
+    source: &mut dyn RowSource,
+    config: &RffConfig,
+    progress: &mut dyn FnMut(Stage, usize),
+) -> Result<FitReport> {
+    config.validate()?;
+    if !matches!(config.method, Method::Elbo(_) | Method::Evidence) {
+        return Err(crate::error::RffError::InvalidConfig {
+            name: "method".to_string(),
+            reason: format!(
+                "{} needs every row in memory; streaming fits support the ELBO and evidence methods",
+                config.method.name()
+            ),
+        });
+    }
+    let prep = Prepared::from_source(source, config, config.search.max_rows, &mut |n| {
+        progress(Stage::Reading, n)
+    })?;
+    progress(Stage::Searching, prep.y.len());
+    let mut summing = |n| progress(Stage::Summing, n);
+    let report = match config.method {
+        Method::Elbo(rule) => elbo::fit(&prep, config, rule, Some(source), &mut summing),
+        _ => evidence::fit(&prep, config, Some(source), &mut summing),
+    }?;
+    finish(report, &prep, config)
+}
+
+/// Attach the kappa report and the warnings.
+fn finish(mut report: FitReport, prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
     if let Method::Elbo(rule) = config.method {
         report.kappa = Some(kappa_report(rule, config.features, prep.n())?);
     }
@@ -59,7 +115,7 @@ pub fn fit(data: &Dataset, config: &RffConfig) -> Result<FitReport> {
     {
         warnings.push(format!("kappa clamped: {reason}"));
     }
-    warnings.extend(bound_warnings(&report.model, config, &prep));
+    warnings.extend(bound_warnings(&report.model, config, prep));
     report.model.kappa_report = report.kappa.clone();
     report.model.warnings = warnings.clone();
     report.warnings = warnings;

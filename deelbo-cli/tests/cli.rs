@@ -454,6 +454,93 @@ fn a_clamped_kappa_is_reported_not_hidden() {
 }
 
 #[test]
+fn a_fit_above_the_memory_limit_is_refused_before_allocating() {
+    let dir = TempDir::new().unwrap();
+    let data = write(&dir, "train.csv", &training_csv(20));
+    let model = dir.path().join("model.json");
+    // R = 65536: the R x R matrices alone are 32 GiB each.
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "65536",
+    ]);
+    assert_one_line_error(
+        &r,
+        &[
+            "train.csv",
+            "MiB",
+            "above the limit of 8192 MiB",
+            "--max-memory",
+        ],
+    );
+    assert!(!model.exists());
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "64",
+        "--max-memory",
+        "1k",
+    ]);
+    assert_one_line_error(&r, &["max_memory", "at least 1 MiB"]);
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn huge_column_magnitudes_give_a_clear_error() {
+    let dir = TempDir::new().unwrap();
+    let mut text = String::from("a,b,y\n");
+    for i in 0..20 {
+        let big = if i % 2 == 0 { 1e308 } else { -1e308 };
+        text.push_str(&format!("{big:e},{i},{}\n", (i as f64).sin()));
+    }
+    let data = write(&dir, "huge.csv", &text);
+    let model = dir.path().join("model.json");
+    for method in ["evidence", "map-grid"] {
+        let r = deelbo(&[
+            "rff",
+            "fit",
+            "--data",
+            s(&data),
+            "--target",
+            "y",
+            "--model",
+            s(&model),
+            "--features",
+            "32",
+            "--method",
+            method,
+        ]);
+        assert_one_line_error(&r, &["huge.csv", "input column 0", "too large"]);
+    }
+}
+
+#[test]
 fn a_model_file_with_non_finite_or_inconsistent_values_is_rejected() {
     let dir = TempDir::new().unwrap();
     let data = write(&dir, "train.csv", &training_csv(12));

@@ -96,6 +96,18 @@ pub struct Standardizer {
     pub y_std: f64,
 }
 
+/// The error for a column (`None`: the targets) whose mean or spread overflows `f64`.
+fn too_large(column: Option<usize>) -> RffError {
+    RffError::Overflow {
+        name: column.map_or_else(
+            || "the targets".to_string(),
+            |k| format!("input column {k}"),
+        ),
+        reason: "values too large: the mean or spread overflows f64 (rescale the column)"
+            .to_string(),
+    }
+}
+
 /// Population mean and standard deviation `(mean, sqrt(mean((v - mean)^2)))`.
 fn mean_std(v: ArrayView1<'_, f64>) -> (f64, f64) {
     let n = v.len() as f64;
@@ -112,24 +124,12 @@ impl Standardizer {
         for (k, c) in data.x.columns().into_iter().enumerate() {
             let (m, s) = mean_std(c);
             if !(m.is_finite() && s.is_finite()) {
-                return Err(RffError::NonFinite {
-                    name: format!(
-                        "the mean/spread of input column {k} (values too large: rescale the column)"
-                    ),
-                    row: 0,
-                    column: k,
-                    value: if m.is_finite() { s } else { m },
-                });
+                return Err(too_large(Some(k)));
             }
         }
         let (ym, ys) = mean_std(data.y.view());
         if !(ym.is_finite() && ys.is_finite()) {
-            return Err(RffError::NonFinite {
-                name: "the mean/spread of the targets (values too large: rescale them)".to_string(),
-                row: 0,
-                column: 0,
-                value: if ym.is_finite() { ys } else { ym },
-            });
+            return Err(too_large(None));
         }
         Ok(Self::fit_checked(data))
     }
@@ -275,7 +275,14 @@ impl ColumnMoments {
     /// Population standard deviations `sqrt(M2/n)`.
     pub fn std(&self) -> Vec<f64> {
         let n = self.count.max(1) as f64;
-        self.m2.iter().map(|s| (s / n).max(0.0).sqrt()).collect()
+        // NaN (an overflowed sum) propagates; only rounding below zero is clamped.
+        self.m2
+            .iter()
+            .map(|s| {
+                let v = s / n;
+                if v < 0.0 { 0.0 } else { v.sqrt() }
+            })
+            .collect()
     }
 }
 
@@ -286,21 +293,14 @@ impl Standardizer {
         let d = moments.mean.len().saturating_sub(1);
         let std = moments.std();
         let y_std = std[d];
-        if y_std.is_nan() || y_std <= 0.0 {
+        if y_std == 0.0 {
             return Err(RffError::ConstantTarget {
                 value: moments.mean[d],
             });
         }
-        for (k, s) in std.iter().enumerate() {
-            if !s.is_finite() {
-                return Err(RffError::NonFinite {
-                    name: format!(
-                        "the spread of column {k} (values too large to square: standardize or rescale them)"
-                    ),
-                    row: 0,
-                    column: k,
-                    value: *s,
-                });
+        for (k, (s, m)) in std.iter().zip(&moments.mean).enumerate() {
+            if !(s.is_finite() && m.is_finite()) {
+                return Err(too_large(if k == d { None } else { Some(k) }));
             }
         }
         Ok(Self {

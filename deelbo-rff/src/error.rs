@@ -73,6 +73,26 @@ pub enum RffError {
         /// Why it is rejected.
         reason: String,
     },
+    /// Values so large that sums over them overflow `f64` (e.g. a column near `1e308`).
+    #[error("{name}: {reason}")]
+    Overflow {
+        /// Which input.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The fit would need more memory than allowed.
+    #[error(
+        "the fit needs about {needed_mib} MiB ({reason}), above the limit of {limit_mib} MiB: lower --features, or raise the limit (--max-memory)"
+    )]
+    TooMuchMemory {
+        /// Estimated need in MiB.
+        needed_mib: u64,
+        /// The limit in MiB.
+        limit_mib: u64,
+        /// What dominates the estimate.
+        reason: String,
+    },
     /// A numeric optimizer failed (argmin reported an error).
     #[error("optimizer failed for {name}: {reason}")]
     Optimizer {

@@ -42,16 +42,17 @@ pub const RELATIVE_EIGENVALUE_FLOOR: f64 = 1e-12;
 /// at any thread count).
 pub(crate) fn gram_of_columns(phi: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     let blocks = crate::parallel::row_blocks(phi.nrows(), crate::parallel::BLOCK_ROWS);
-    let parts = crate::parallel::map_blocks(blocks.len(), |i| {
-        let (a, b) = blocks[i];
-        crate::linalg::gram_cols(phi.slice(ndarray::s![a..b, ..]))
-    })?;
-    let mut it = parts.into_iter();
-    let mut total = it
-        .next()
-        .unwrap_or_else(|| Array2::zeros((phi.ncols(), phi.ncols())));
-    for p in it {
-        total += &p;
+    let mut total = Array2::<f64>::zeros((phi.ncols(), phi.ncols()));
+    // Waves of one block per thread: at most `threads` partial R x R sums alive at a time,
+    // added in block order.
+    for wave in blocks.chunks(crate::parallel::threads().max(1)) {
+        let parts = crate::parallel::map_blocks(wave.len(), |i| {
+            let (a, b) = wave[i];
+            crate::linalg::gram_cols(phi.slice(ndarray::s![a..b, ..]))
+        })?;
+        for p in parts {
+            total += &p;
+        }
     }
     Ok(total)
 }

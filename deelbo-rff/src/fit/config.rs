@@ -134,6 +134,7 @@ impl SearchSettings {
 /// | `noise` | [`NoiseBounds::default`] | `0 < min_std <= max_std < inf` | bounds on the noise std (standardized targets) |
 /// | `ascent` | [`AscentSettings::default`] | see there | coordinate ascent of the ELBO methods |
 /// | `map_grid` | [`MapGridSettings::default`] | see there | the grids of the MAP baseline |
+/// | `max_memory` | 8 GiB | `>= 1 MiB` | refuse fits whose [`RffConfig::memory_estimate`] exceeds this (bytes) |
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RffConfig {
@@ -157,6 +158,8 @@ pub struct RffConfig {
     pub ascent: AscentSettings,
     /// Grids of the MAP baseline.
     pub map_grid: MapGridSettings,
+    /// Memory limit in bytes.
+    pub max_memory: u64,
 }
 
 impl Default for RffConfig {
@@ -180,7 +183,65 @@ impl RffConfig {
             noise: NoiseBounds::default(),
             ascent: AscentSettings::default(),
             map_grid: MapGridSettings::default(),
+            max_memory: 8 << 30,
         }
+    }
+
+    /// Set the memory limit (bytes).
+    pub fn with_max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = bytes;
+        self
+    }
+
+    /// An upper estimate of the bytes a fit of `n` rows and `d` inputs allocates, and what
+    /// dominates it.
+    ///
+    /// # Formula
+    /// With `R` features, `S = min(n, max_rows)` search rows (all `n` for the baselines) and
+    /// `T` worker threads, in 8-byte words: `8 R^2` (Gram, eigenvectors, inverse, posterior
+    /// factor and copies) `+ T R^2` (per-block partial sums) `+ 6 S R` (features, sines and
+    /// gradient terms) `+ 3 S^2` (example-space Gram, factor, inverse) `+ (n d` when the rows
+    /// are held in memory`)`.
+    pub fn memory_estimate(&self, n: usize, d: usize, rows_in_memory: bool) -> (u64, String) {
+        let r = self.features as u128;
+        let searchable = matches!(self.method, Method::Elbo(_) | Method::Evidence);
+        let s = if searchable {
+            n.min(self.search.max_rows)
+        } else {
+            n
+        } as u128;
+        let t = crate::parallel::threads() as u128;
+        let held = if rows_in_memory {
+            (n as u128) * (d as u128 + 1)
+        } else {
+            0
+        };
+        let words = 8 * r * r + t * r * r + 6 * s * r + 3 * s * s + held;
+        let bytes = (words * 8).min(u64::MAX as u128) as u64;
+        let reason = if r * r * (8 + t) >= 6 * s * r + 3 * s * s {
+            format!(
+                "{} x {} matrices of R = {} features",
+                8 + t,
+                self.features,
+                self.features
+            )
+        } else {
+            format!("{s} rows x R = {} features", self.features)
+        };
+        (bytes, reason)
+    }
+
+    /// [`RffError::TooMuchMemory`] when the estimate for `n x d` exceeds `max_memory`.
+    pub fn check_memory(&self, n: usize, d: usize, rows_in_memory: bool) -> Result<()> {
+        let (bytes, reason) = self.memory_estimate(n, d, rows_in_memory);
+        if bytes > self.max_memory {
+            return Err(RffError::TooMuchMemory {
+                needed_mib: bytes >> 20,
+                limit_mib: self.max_memory >> 20,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     /// Set `R`.
@@ -222,6 +283,12 @@ impl RffConfig {
     /// Check every setting against its range; [`crate::fit()`] calls this before any work.
     pub fn validate(&self) -> Result<()> {
         check::has_parameters("the random features (R)", self.features)?;
+        if self.max_memory < 1 << 20 {
+            return Err(RffError::InvalidConfig {
+                name: "max_memory".to_string(),
+                reason: format!("must be at least 1 MiB, got {} bytes", self.max_memory),
+            });
+        }
         self.search.validate()?;
         self.noise.validate()?;
         self.ascent.validate()?;

@@ -44,6 +44,7 @@ use prepared::Prepared;
 /// subsample and build the final model from sums over every row.
 pub fn fit(data: &Dataset, config: &RffConfig) -> Result<FitReport> {
     config.validate()?;
+    config.check_memory(data.len(), data.dim(), true)?;
     let searchable = matches!(config.method, Method::Elbo(_) | Method::Evidence);
     if searchable && data.len() > config.search.max_rows {
         let mut rows = data.clone();
@@ -89,6 +90,8 @@ pub fn fit_source(
             ),
         });
     }
+    // Rows are streamed: the estimate does not depend on N beyond the search subsample.
+    config.check_memory(config.search.max_rows, source.dim(), false)?;
     let prep = Prepared::from_source(source, config, config.search.max_rows, &mut |n| {
         progress(Stage::Reading, n)
     })?;

@@ -3,11 +3,11 @@
 //! Two groups:
 //! - `inner`: one lengthscale — features, Gram eigendecomposition (the `min(N, R)`-sized one),
 //!   and the DE-ELBO coordinate ascent. Every point of the lengthscale search costs this much.
-//! - `fit`: the whole DE-ELBO fit (a 20-point lengthscale grid plus golden-section refinement,
+//! - `fit`: the whole DE-ELBO fit (a 20-point lengthscale grid plus Brent refinement,
 //!   about 35 inner fits), for the sizes where that stays within seconds.
 //!
 //! Run: `cargo bench -p deelbo-rff --bench fit`. The cost of one inner fit is dominated by the
-//! `min(N, R)`-sized eigendecomposition (LAPACK `dsyev`) once `min(N, R)` reaches ~1000.
+//! `min(N, R)`-sized eigendecomposition (LAPACK `dsyevd`) once `min(N, R)` reaches ~1000.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

@@ -209,3 +209,54 @@ fn bad_input_gives_typed_errors() {
         Err(RffError::NonFinite { .. })
     ));
 }
+
+#[test]
+fn large_data_fits_stream_in_blocks_and_match_the_in_memory_fit() {
+    // N = 1500 > max_rows = 512: the search runs on a seeded subsample, the final model on sums
+    // over every row. Streaming the same rows (Dataset's own RowSource) gives the same bits,
+    // the known noise 0.1 is recovered, and the thread count does not change a bit either.
+    let data = sine(1500, 2, 5);
+    let cfg = RffConfig::new(Method::Evidence)
+        .with_features(64)
+        .with_ard(true)
+        .with_lengthscale_search(coarse());
+    let a = fit(&data, &cfg).unwrap().model;
+    let mut rows = data.clone();
+    let mut stages = Vec::new();
+    let b = deelbo_rff::fit::fit_source(&mut rows, &cfg, &mut |s, _| stages.push(s))
+        .unwrap()
+        .model;
+    assert_eq!(a, b);
+    assert!(stages.contains(&deelbo_rff::fit::Stage::Summing));
+    assert!(
+        (a.noise_std() - 0.1).abs() < 0.02,
+        "noise {}",
+        a.noise_std()
+    );
+    // Memory refusal is a typed error before any work.
+    let huge = cfg.clone().with_features(60_000);
+    assert!(matches!(
+        fit(&data, &huge),
+        Err(RffError::TooMuchMemory { .. })
+    ));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bits_at_any_thread_count() {
+    // Row blocks are fixed and summed in block order; BLAS runs single-threaded. (Other tests
+    // may run while the variable is changed: by this very property, that cannot affect them.)
+    let data = sine(1100, 3, 8);
+    let cfg = RffConfig::new(Method::Evidence)
+        .with_features(96)
+        .with_ard(true)
+        .with_lengthscale_search(coarse());
+    let mut models = Vec::new();
+    for threads in ["1", "2", "5"] {
+        // SAFETY: the variable only selects a thread count (see above).
+        unsafe { std::env::set_var("DEELBO_THREADS", threads) };
+        models.push(fit(&data, &cfg).unwrap().model);
+    }
+    unsafe { std::env::remove_var("DEELBO_THREADS") };
+    assert_eq!(models[0], models[1]);
+    assert_eq!(models[0], models[2]);
+}

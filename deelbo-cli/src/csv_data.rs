@@ -444,10 +444,7 @@ impl CsvSource {
 
     /// Read every row, checking cells in file order, calling `block(x, y)` every
     /// [`CSV_BLOCK_ROWS`] rows (`x` row-major `rows x d`).
-    fn stream(
-        &self,
-        block: &mut RawBlockFn<'_>,
-    ) -> Result<(), CsvError> {
+    fn stream(&self, block: &mut RawBlockFn<'_>) -> Result<(), CsvError> {
         let mut reader = open_reader(&self.path)?;
         let mut record = csv::StringRecord::new();
         reader

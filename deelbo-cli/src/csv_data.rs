@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use deelbo_rff::RffError;
+use deelbo_rff::data::{BlockFn, RowSource};
 use ndarray::{Array1, Array2};
 use thiserror::Error;
 
@@ -297,4 +299,242 @@ pub fn read_inputs(path: &Path, inputs: &[String]) -> Result<Array2<f64>, CsvErr
         });
     }
     raw.numeric(&idx)
+}
+
+/// A training CSV read block by block (never held in memory): the [`RowSource`] that
+/// `deelbo rff fit` streams over. [`CsvSource::open`] validates the whole file in one streaming
+/// pass first (every check and message of [`read_training`]), so later passes only fail if the
+/// file changes underneath; such an error is kept in [`CsvSource::take_error`].
+pub struct CsvSource {
+    path: PathBuf,
+    headers: Vec<String>,
+    target: usize,
+    inputs: Vec<usize>,
+    rows: usize,
+    error: Option<CsvError>,
+}
+
+/// The callback of [`CsvSource`]'s reader: row-major inputs and targets of one block.
+type RawBlockFn<'f> = dyn FnMut(&[f64], &[f64]) -> Result<(), CsvError> + 'f;
+
+/// Rows per block handed to the fit.
+pub const CSV_BLOCK_ROWS: usize = 4096;
+
+fn open_reader(path: &Path) -> Result<csv::Reader<std::io::BufReader<std::fs::File>>, CsvError> {
+    let file = std::fs::File::open(path).map_err(|source| CsvError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .buffer_capacity(1 << 20)
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, file)))
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> CsvError {
+    match e.kind() {
+        csv::ErrorKind::Io(err) => CsvError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(err.kind(), err.to_string()),
+        },
+        _ => CsvError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl CsvSource {
+    /// Open and validate `path` with target column `target` (one streaming pass).
+    pub fn open(path: &Path, target: &str) -> Result<Self, CsvError> {
+        let mut reader = open_reader(path)?;
+        let mut record = csv::StringRecord::new();
+        let has_header = reader
+            .read_record(&mut record)
+            .map_err(|e| csv_error(path, e))?;
+        let headers: Vec<String> = record.iter().map(str::to_string).collect();
+        if !has_header || headers.iter().all(String::is_empty) {
+            return Err(CsvError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        for (i, h) in headers.iter().enumerate() {
+            if headers[..i].contains(h) {
+                return Err(CsvError::DuplicateColumn {
+                    path: path.to_path_buf(),
+                    name: h.clone(),
+                });
+            }
+        }
+        let t =
+            headers
+                .iter()
+                .position(|h| h == target)
+                .ok_or_else(|| CsvError::MissingColumn {
+                    path: path.to_path_buf(),
+                    name: target.to_string(),
+                    available: headers.join(", "),
+                })?;
+        let inputs: Vec<usize> = (0..headers.len()).filter(|&c| c != t).collect();
+        if inputs.is_empty() {
+            return Err(CsvError::NoInputs {
+                path: path.to_path_buf(),
+                target: target.to_string(),
+            });
+        }
+        let mut source = Self {
+            path: path.to_path_buf(),
+            headers,
+            target: t,
+            inputs,
+            rows: 0,
+            error: None,
+        };
+        let mut first: Option<f64> = None;
+        let mut constant = true;
+        let mut rows = 0usize;
+        source.stream(&mut |_, y| {
+            for &v in y {
+                match first {
+                    None => first = Some(v),
+                    Some(f) if f != v => constant = false,
+                    _ => {}
+                }
+            }
+            rows += y.len();
+            Ok(())
+        })?;
+        if rows < 2 {
+            return Err(CsvError::TooFewRows {
+                path: path.to_path_buf(),
+                required: 2,
+                found: rows,
+            });
+        }
+        if constant {
+            return Err(CsvError::ConstantTarget {
+                path: path.to_path_buf(),
+                target: target.to_string(),
+                value: first.unwrap_or(0.0),
+            });
+        }
+        source.rows = rows;
+        Ok(source)
+    }
+
+    /// The input column names, in file order.
+    pub fn inputs(&self) -> Vec<String> {
+        self.inputs
+            .iter()
+            .map(|&c| self.headers[c].clone())
+            .collect()
+    }
+
+    /// Data rows (below the header).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The CSV error that stopped the last visit, if any.
+    pub fn take_error(&mut self) -> Option<CsvError> {
+        self.error.take()
+    }
+
+    /// Read every row, checking cells in file order, calling `block(x, y)` every
+    /// [`CSV_BLOCK_ROWS`] rows (`x` row-major `rows x d`).
+    fn stream(&self, block: &mut RawBlockFn<'_>) -> Result<(), CsvError> {
+        let mut reader = open_reader(&self.path)?;
+        let mut record = csv::StringRecord::new();
+        reader
+            .read_record(&mut record)
+            .map_err(|e| csv_error(&self.path, e))?;
+        let d = self.inputs.len();
+        let mut xs: Vec<f64> = Vec::with_capacity(CSV_BLOCK_ROWS * d);
+        let mut ys: Vec<f64> = Vec::with_capacity(CSV_BLOCK_ROWS);
+        let mut row = vec![0.0f64; self.headers.len()];
+        while reader
+            .read_record(&mut record)
+            .map_err(|e| csv_error(&self.path, e))?
+        {
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
+                continue;
+            }
+            if record.len() != self.headers.len() {
+                return Err(CsvError::Ragged {
+                    path: self.path.clone(),
+                    line,
+                    expected: self.headers.len(),
+                    found: record.len(),
+                });
+            }
+            for (c, cell) in record.iter().enumerate() {
+                let value: f64 = cell.parse().map_err(|_| CsvError::NotNumeric {
+                    path: self.path.clone(),
+                    line,
+                    column: self.headers[c].clone(),
+                    cell: cell.to_string(),
+                })?;
+                if !value.is_finite() {
+                    return Err(CsvError::NonFinite {
+                        path: self.path.clone(),
+                        line,
+                        column: self.headers[c].clone(),
+                        cell: cell.to_string(),
+                    });
+                }
+                row[c] = value;
+            }
+            xs.extend(self.inputs.iter().map(|&c| row[c]));
+            ys.push(row[self.target]);
+            if ys.len() == CSV_BLOCK_ROWS {
+                block(&xs, &ys)?;
+                xs.clear();
+                ys.clear();
+            }
+        }
+        if !ys.is_empty() {
+            block(&xs, &ys)?;
+        }
+        Ok(())
+    }
+}
+
+impl RowSource for CsvSource {
+    fn dim(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn visit(&mut self, block: &mut BlockFn<'_>) -> deelbo_rff::Result<()> {
+        let d = self.inputs.len();
+        let mut inner: Option<RffError> = None;
+        let result = self.stream(&mut |xs, ys| {
+            let x = ndarray::ArrayView2::from_shape((ys.len(), d), xs).map_err(|e| {
+                CsvError::Parse {
+                    path: PathBuf::new(),
+                    message: e.to_string(),
+                }
+            })?;
+            block(x, ndarray::ArrayView1::from(ys)).map_err(|e| {
+                inner = Some(e);
+                CsvError::Parse {
+                    path: PathBuf::new(),
+                    message: "stopped by the fit".to_string(),
+                }
+            })
+        });
+        if let Some(e) = inner {
+            return Err(e);
+        }
+        result.map_err(|e| {
+            let message = e.to_string();
+            self.error = Some(e);
+            RffError::InvalidConfig {
+                name: "training data".to_string(),
+                reason: message,
+            }
+        })
+    }
 }

@@ -166,7 +166,7 @@ fn help_everywhere_and_usage_errors_exit_2() {
     // Conflicts found after parsing are usage errors too, in one line.
     for extra in [
         ["--method", "elbo", "--kappa", "3"],
-        ["--method", "evidence", "--ard", ""],
+        ["--method", "map-grid", "--ard", ""],
     ] {
         let mut args = vec![
             "rff",
@@ -298,12 +298,16 @@ fn fit_then_predict_round_trip() {
         "test_rmse",
         "test_nll",
         "seconds",
+        "kappa_rule",
+        "kappa_clamped",
+        "kappa_reason",
+        "warnings",
     ];
     expected.sort_unstable();
     assert_eq!(keys, expected);
-    // The default kappa of `rff fit` is D/(2N) (D/N is the knife edge for learned noise).
-    assert_eq!(v["method"], "de-elbo-half");
-    assert!((v["kappa"].as_f64().unwrap() - 128.0 / 80.0).abs() < 1e-12);
+    // The default method of `rff fit` is the exact evidence with ARD (the real-data table).
+    assert_eq!(v["method"], "evidence");
+    assert!(v["kappa"].is_null() && v["kappa_rule"].is_null());
     assert!(
         v["lengthscale"].is_array(),
         "two inputs: one lengthscale per input in data units"
@@ -377,6 +381,225 @@ fn fit_then_predict_round_trip() {
         ]);
         assert_eq!(r.code, 0, "{method}: {}", r.stderr);
         assert!(r.stdout.contains("noise std"), "{method}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn a_clamped_kappa_is_reported_not_hidden() {
+    // N = 40 rows, R = 64 features: D/(2N) = 0.8 < 1 is raised to 1, the plain ELBO. The fit
+    // succeeds (exit 0), says so on stderr, in the table and in the JSON, and the model file
+    // stores it.
+    let dir = TempDir::new().unwrap();
+    let data = write(&dir, "train.csv", &training_csv(40));
+    let model = dir.path().join("model.json");
+    let base = [
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "64",
+        "--method",
+        "de-elbo",
+        "--grid-points",
+        "12",
+    ];
+    let mut args = base.to_vec();
+    args.push("--json");
+    let r = deelbo(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: kappa clamped: N = 40 >= D/2 = 32"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the plain ELBO"), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["method"], "de-elbo-half");
+    assert_eq!(v["kappa_rule"], "de-elbo-half");
+    assert_eq!(v["kappa"], 1.0);
+    assert_eq!(v["kappa_clamped"], true);
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("kappa clamped"))
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    assert_eq!(file["model"]["kappa_report"]["clamped"], true);
+    let r = deelbo(&base);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout
+            .contains("kappa           1 (clamped: N = 40 >= D/2 = 32"),
+        "{}",
+        r.stdout
+    );
+    // Unclamped: D/(2N) = 256/80 = 3.2, no warning about kappa.
+    let mut args = base.to_vec();
+    args[9] = "256";
+    args.push("--json");
+    let r = deelbo(&args);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["kappa_clamped"], false);
+    assert!((v["kappa"].as_f64().unwrap() - 3.2).abs() < 1e-12);
+    assert!(!r.stderr.contains("kappa clamped"));
+}
+
+#[test]
+fn a_fit_above_the_memory_limit_is_refused_before_allocating() {
+    let dir = TempDir::new().unwrap();
+    let data = write(&dir, "train.csv", &training_csv(20));
+    let model = dir.path().join("model.json");
+    // R = 65536: the R x R matrices alone are 32 GiB each.
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "65536",
+    ]);
+    assert_one_line_error(
+        &r,
+        &[
+            "train.csv",
+            "MiB",
+            "above the limit of 8192 MiB",
+            "--max-memory",
+        ],
+    );
+    assert!(!model.exists());
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "64",
+        "--max-memory",
+        "1k",
+    ]);
+    assert_one_line_error(&r, &["max_memory", "at least 1 MiB"]);
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn huge_column_magnitudes_give_a_clear_error() {
+    let dir = TempDir::new().unwrap();
+    let mut text = String::from("a,b,y\n");
+    for i in 0..20 {
+        let big = if i % 2 == 0 { 1e308 } else { -1e308 };
+        text.push_str(&format!("{big:e},{i},{}\n", (i as f64).sin()));
+    }
+    let data = write(&dir, "huge.csv", &text);
+    let model = dir.path().join("model.json");
+    for method in ["evidence", "map-grid"] {
+        let r = deelbo(&[
+            "rff",
+            "fit",
+            "--data",
+            s(&data),
+            "--target",
+            "y",
+            "--model",
+            s(&model),
+            "--features",
+            "32",
+            "--method",
+            method,
+        ]);
+        assert_one_line_error(&r, &["huge.csv", "input column 0", "too large"]);
+    }
+}
+
+#[test]
+fn a_model_file_with_non_finite_or_inconsistent_values_is_rejected() {
+    let dir = TempDir::new().unwrap();
+    let data = write(&dir, "train.csv", &training_csv(12));
+    let model = dir.path().join("model.json");
+    let r = deelbo(&[
+        "rff",
+        "fit",
+        "--data",
+        s(&data),
+        "--target",
+        "y",
+        "--model",
+        s(&model),
+        "--features",
+        "32",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = dir.path().join("p.csv");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "w.json",
+            Box::new(|v| v["model"]["weights"][3] = serde_json::json!(123456.789)),
+            "out of range",
+        ),
+        (
+            "s.json",
+            Box::new(|v| v["model"]["standardizer"]["x_std"][0] = serde_json::json!(-1.0)),
+            "input scale",
+        ),
+        (
+            "n.json",
+            Box::new(|v| v["model"]["noise_variance"] = serde_json::json!(0.0)),
+            "noise variance",
+        ),
+        (
+            "r.json",
+            Box::new(|v| v["model"]["features"] = serde_json::json!(31)),
+            "weights",
+        ),
+    ];
+    for (name, mutate, needle) in cases {
+        let mut v = good.clone();
+        mutate(&mut v);
+        // 1e999 is not a finite f64: JSON can carry it, the reader must reject it.
+        let p = write(&dir, name, &v.to_string().replace("123456.789", "1e999"));
+        let r = deelbo(&[
+            "rff",
+            "predict",
+            "--model",
+            s(&p),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ]);
+        assert_one_line_error(&r, &[name, needle]);
     }
 }
 

@@ -12,8 +12,21 @@ pub enum KappaRule {
     /// `kappa = D/N`, the recommendation when `D >> N`. When `D < N` this would fall below 1 and
     /// is clamped to 1 (the plain ELBO); [`Kappa::clamped`] reports whether that happened.
     DataEmphasized,
-    /// `kappa = D/(2N)`, clamped to 1 like [`KappaRule::DataEmphasized`]. The published RFF code
-    /// used this value for its regression figure.
+    /// `kappa = D/(2N)`, clamped to 1 like [`KappaRule::DataEmphasized`]: the rule for Gaussian
+    /// likelihoods with a learned noise (the published RFF code used it for its regression figure).
+    ///
+    /// # Formula
+    ///
+    /// With noise variance `s^2`,
+    /// `kappa ln N(y | f, s^2) = ln N(y | f, s^2/kappa) - (kappa - 1)/2 ln(2 pi s^2) - 1/2 ln kappa`,
+    /// so `J_kappa(q, s^2) = ELBO(q; s^2/kappa) - N (kappa - 1)/2 ln(2 pi s^2) - N/2 ln kappa`:
+    /// kappa acts as an improper prior pushing the noise down. Along interpolating fits
+    /// (`N <= D`, isotropic `q`, learned prior variance) the ELBO part grows like `D/2 ln(1/s^2)`
+    /// and the likelihood part like `kappa N/2 ln s^2`, so `J ~ (D - kappa N)/2 ln s^2`: flat at
+    /// `kappa = D/N`, unbounded above it (the fit collapses to the noise floor). `D/(2N)` keeps
+    /// the margin `(D - kappa N)/2 = D/4`, which grows with `D` (an independent check found
+    /// `D/8` already overfitting and `D/N - 1` still collapsing). For `N >= D/2` the rule gives
+    /// less than 1 and is clamped to 1, the plain ELBO ([`Kappa::clamped`]).
     HalfDataEmphasized,
     /// A fixed `kappa >= 1`; smaller or non-finite values are rejected.
     Fixed(f64),

@@ -3,11 +3,11 @@
 //! Two groups:
 //! - `inner`: one lengthscale — features, Gram eigendecomposition (the `min(N, R)`-sized one),
 //!   and the DE-ELBO coordinate ascent. Every point of the lengthscale search costs this much.
-//! - `fit`: the whole DE-ELBO fit (a 20-point lengthscale grid plus golden-section refinement,
+//! - `fit`: the whole DE-ELBO fit (a 20-point lengthscale grid plus Brent refinement,
 //!   about 35 inner fits), for the sizes where that stays within seconds.
 //!
 //! Run: `cargo bench -p deelbo-rff --bench fit`. The cost of one inner fit is dominated by the
-//! `min(N, R)`-sized eigendecomposition (LAPACK `dsyev`) once `min(N, R)` reaches ~1000.
+//! `min(N, R)`-sized eigendecomposition (LAPACK `dsyevd`) once `min(N, R)` reaches ~1000.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -18,7 +18,7 @@ use deelbo_rff::elbo::{AscentSettings, ClosedFormElbo};
 use deelbo_rff::evidence::NoiseBounds;
 use deelbo_rff::search::GridSearch;
 use deelbo_rff::spectrum::Spectrum;
-use deelbo_rff::{Dataset, FitConfig, Lengthscale, Method, RffFeatures, fit};
+use deelbo_rff::{Dataset, Lengthscale, Method, RffConfig, RffFeatures, fit};
 use ndarray::{Array1, Array2};
 
 fn sine(n: usize) -> Dataset {
@@ -78,7 +78,7 @@ fn full(c: &mut Criterion) {
         (100, 4096),
     ] {
         let data = sine(n);
-        let config = FitConfig::new(Method::Elbo(KappaRule::DataEmphasized))
+        let config = RffConfig::new(Method::Elbo(KappaRule::DataEmphasized))
             .with_features(r)
             .with_lengthscale_search(search);
         g.bench_with_input(BenchmarkId::new(format!("R={r}"), n), &n, |b, _| {

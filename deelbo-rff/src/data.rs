@@ -22,14 +22,14 @@ impl Dataset {
     pub fn new(x: Array2<f64>, y: Array1<f64>) -> Result<Self> {
         if x.nrows() != y.len() {
             return Err(RffError::Shape {
-                what: "targets (one per input row)".to_string(),
+                name: "targets (one per input row)".to_string(),
                 expected: x.nrows(),
                 found: y.len(),
             });
         }
         if x.ncols() == 0 {
             return Err(RffError::Shape {
-                what: "input columns (at least one)".to_string(),
+                name: "input columns (at least one)".to_string(),
                 expected: 1,
                 found: 0,
             });
@@ -96,6 +96,18 @@ pub struct Standardizer {
     pub y_std: f64,
 }
 
+/// The error for a column (`None`: the targets) whose mean or spread overflows `f64`.
+fn too_large(column: Option<usize>) -> RffError {
+    RffError::Overflow {
+        name: column.map_or_else(
+            || "the targets".to_string(),
+            |k| format!("input column {k}"),
+        ),
+        reason: "values too large: the mean or spread overflows f64 (rescale the column)"
+            .to_string(),
+    }
+}
+
 /// Population mean and standard deviation `(mean, sqrt(mean((v - mean)^2)))`.
 fn mean_std(v: ArrayView1<'_, f64>) -> (f64, f64) {
     let n = v.len() as f64;
@@ -105,8 +117,23 @@ fn mean_std(v: ArrayView1<'_, f64>) -> (f64, f64) {
 }
 
 impl Standardizer {
-    /// Fit to a training set.
-    pub fn fit(data: &Dataset) -> Self {
+    /// Fit to a training set. Errors when a column's spread is not finite (values near the
+    /// largest `f64`, whose squares overflow): such a column cannot be standardized.
+    pub fn fit(data: &Dataset) -> Result<Self> {
+        for (k, c) in data.x.columns().into_iter().enumerate() {
+            let (m, s) = mean_std(c);
+            if !(m.is_finite() && s.is_finite()) {
+                return Err(too_large(Some(k)));
+            }
+        }
+        let (ym, ys) = mean_std(data.y.view());
+        if !(ym.is_finite() && ys.is_finite()) {
+            return Err(too_large(None));
+        }
+        Ok(Self::fit_checked(data))
+    }
+
+    fn fit_checked(data: &Dataset) -> Self {
         let (x_mean, x_std): (Vec<f64>, Vec<f64>) = data
             .x
             .columns()
@@ -144,7 +171,7 @@ impl Standardizer {
     pub fn transform_x(&self, x: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
         if x.ncols() != self.dim() {
             return Err(RffError::Shape {
-                what: "input columns".to_string(),
+                name: "input columns".to_string(),
                 expected: self.dim(),
                 found: x.ncols(),
             });
@@ -163,5 +190,126 @@ impl Standardizer {
     /// Standardized targets `(y - y_mean)/y_std`.
     pub fn transform_y(&self, y: ArrayView1<'_, f64>) -> Array1<f64> {
         y.mapv(|v| (v - self.y_mean) / self.y_std)
+    }
+}
+
+/// The callback of [`RowSource::visit`]: one block of raw inputs (`rows x d`) and targets.
+pub type BlockFn<'f> = dyn FnMut(ArrayView2<'_, f64>, ArrayView1<'_, f64>) -> Result<()> + 'f;
+
+/// Rows of a regression data set that can be read more than once, block by block, without
+/// holding them all: what a fit streams over when the data do not fit in memory (`deelbo rff
+/// fit` reads its CSV file this way). Every visit must yield the same rows in the same order and
+/// the same blocks (the block boundaries fix the order of the sums, hence the bits).
+pub trait RowSource {
+    /// `d`, the number of input columns.
+    fn dim(&self) -> usize;
+    /// Call `block(x, y)` for consecutive blocks of raw (unstandardized) rows: `x` is
+    /// `rows x d`, `y` has `rows` entries, every value finite. Errors (a bad cell, an I/O
+    /// failure) stop the visit.
+    fn visit(&mut self, block: &mut BlockFn<'_>) -> Result<()>;
+}
+
+/// Rows per block of [`Dataset`]'s own [`RowSource`] implementation.
+pub const MEMORY_BLOCK_ROWS: usize = 4096;
+
+impl RowSource for Dataset {
+    fn dim(&self) -> usize {
+        self.x.ncols()
+    }
+
+    fn visit(&mut self, block: &mut BlockFn<'_>) -> Result<()> {
+        for (a, b) in crate::parallel::row_blocks(self.len(), MEMORY_BLOCK_ROWS) {
+            block(
+                self.x.slice(ndarray::s![a..b, ..]),
+                self.y.slice(ndarray::s![a..b]),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Streaming per-column moments (Welford's update: numerically stable in one pass), for the
+/// standardization of data read block by block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnMoments {
+    count: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl ColumnMoments {
+    /// Moments of `columns` columns, no rows yet.
+    pub fn new(columns: usize) -> Self {
+        Self {
+            count: 0,
+            mean: vec![0.0; columns],
+            m2: vec![0.0; columns],
+        }
+    }
+
+    /// Add one row.
+    ///
+    /// # Formula
+    /// `n += 1; delta = v - mean; mean += delta/n; M2 += delta (v - mean)`.
+    pub fn push(&mut self, row: impl IntoIterator<Item = f64>) {
+        self.count += 1;
+        let n = self.count as f64;
+        for ((m, s), v) in self.mean.iter_mut().zip(&mut self.m2).zip(row) {
+            let delta = v - *m;
+            *m += delta / n;
+            *s += delta * (v - *m);
+        }
+    }
+
+    /// Rows seen.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Column means.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// Population standard deviations `sqrt(M2/n)`.
+    pub fn std(&self) -> Vec<f64> {
+        let n = self.count.max(1) as f64;
+        // NaN (an overflowed sum) propagates; only rounding below zero is clamped.
+        self.m2
+            .iter()
+            .map(|s| {
+                let v = s / n;
+                if v < 0.0 { 0.0 } else { v.sqrt() }
+            })
+            .collect()
+    }
+}
+
+impl Standardizer {
+    /// The standardization from streaming moments of the `d` input columns followed by the
+    /// target (the last column), with the same zero-spread rule as [`Standardizer::fit`].
+    pub fn from_moments(moments: &ColumnMoments) -> Result<Self> {
+        let d = moments.mean.len().saturating_sub(1);
+        let std = moments.std();
+        let y_std = std[d];
+        if y_std == 0.0 {
+            return Err(RffError::ConstantTarget {
+                value: moments.mean[d],
+            });
+        }
+        for (k, (s, m)) in std.iter().zip(&moments.mean).enumerate() {
+            if !(s.is_finite() && m.is_finite()) {
+                return Err(too_large(if k == d { None } else { Some(k) }));
+            }
+        }
+        Ok(Self {
+            x_mean: moments.mean[..d].to_vec(),
+            x_std: std[..d]
+                .iter()
+                .map(|&s| if s > 0.0 && s.is_finite() { s } else { 1.0 })
+                .collect(),
+            y_mean: moments.mean[d],
+            y_std,
+        })
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::fit::{DEFAULT_LENGTHSCALE_SEARCH, FitConfig, Method, fit};
+use crate::fit::{DEFAULT_LENGTHSCALE_SEARCH, Method, RffConfig, fit};
 use crate::gp::fit_gp;
 use crate::metrics::{gaussian_nll, rmse};
 use crate::model::{FitSummary, Prediction};
@@ -266,7 +266,7 @@ pub fn run_step(
     let start = Instant::now();
     match step {
         DemoStep::Rff(label, method) => {
-            let fc = FitConfig::new(*method)
+            let fc = RffConfig::new(*method)
                 .with_features(config.features)
                 .with_seed(config.feature_seed)
                 .with_lengthscale_search(config.lengthscale_search);

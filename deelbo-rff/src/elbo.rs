@@ -52,6 +52,15 @@ pub struct ElboOptimum {
 }
 
 /// Convergence settings of the coordinate ascent.
+///
+/// # Parameters
+///
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `tolerance` | `1e-12` | `>= 0` | stop when a sweep gains less than `tolerance (1 + |J|)` |
+/// | `max_sweeps` | 5000 | `>= 1` | upper limit on sweeps |
+/// | `initial_tau` | 1 | `> 0` | starting prior variance (standardized units) |
+/// | `initial_noise_variance` | 0.1 | `> 0` | starting noise variance |
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AscentSettings {
     /// Stop when a sweep raises `J` by less than `tolerance (1 + |J|)`.
@@ -76,6 +85,22 @@ impl Default for AscentSettings {
     }
 }
 
+impl AscentSettings {
+    /// Check the ranges in the table above.
+    pub fn validate(&self) -> Result<()> {
+        deelbo_core::check::in_range("ascent tolerance", self.tolerance, 0.0..)?;
+        if self.max_sweeps == 0 {
+            return Err(RffError::InvalidConfig {
+                name: "max_sweeps".to_string(),
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        deelbo_core::check::positive("initial_tau", self.initial_tau)?;
+        deelbo_core::check::positive("initial_noise_variance", self.initial_noise_variance)?;
+        Ok(())
+    }
+}
+
 /// The closed-form objective `J_kappa` on one spectrum.
 #[derive(Debug, Clone, Copy)]
 pub struct ClosedFormElbo<'a> {
@@ -95,8 +120,8 @@ impl<'a> ClosedFormElbo<'a> {
         bounds.validate()?;
         if spectrum.is_empty() {
             return Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "has no components".to_string(),
+                name: "spectrum".to_string(),
+                reason: "has no components".to_string(),
             });
         }
         Ok(Self {

@@ -12,37 +12,37 @@ pub enum RffError {
     #[error(transparent)]
     Core(#[from] CoreError),
     /// A matrix that must be symmetric positive definite failed its Cholesky factorization.
-    #[error("{what} is not positive definite (Cholesky failed at leading minor {minor})")]
+    #[error("{name} is not positive definite (Cholesky failed at leading minor {minor})")]
     NotPositiveDefinite {
         /// Which matrix.
-        what: String,
+        name: String,
         /// The 1-based order of the first leading minor that is not positive (LAPACK `info`),
         /// 0 when LAPACK did not say.
         minor: usize,
     },
     /// A dense linear-algebra routine (eigendecomposition, solve) failed.
-    #[error("linear algebra failed for {what}: {message}")]
+    #[error("linear algebra failed for {name}: {reason}")]
     Linalg {
         /// Which computation.
-        what: String,
+        name: String,
         /// LAPACK's message.
-        message: String,
+        reason: String,
     },
     /// Two inputs whose shapes must agree do not.
-    #[error("shape mismatch for {what}: expected {expected}, got {found}")]
+    #[error("shape mismatch for {name}: expected {expected}, got {found}")]
     Shape {
         /// Which input.
-        what: String,
+        name: String,
         /// The size that was required.
         expected: usize,
         /// The size that was given.
         found: usize,
     },
     /// An input holds NaN or an infinity.
-    #[error("{what} holds a non-finite value ({value}) at row {row}, column {column}")]
+    #[error("{name} holds a non-finite value ({value}) at row {row}, column {column}")]
     NonFinite {
         /// Which input (`inputs`, `targets`, ...).
-        what: String,
+        name: String,
         /// 0-based row.
         row: usize,
         /// 0-based column (0 for a vector).
@@ -66,20 +66,40 @@ pub enum RffError {
         value: f64,
     },
     /// A configuration value is out of its valid range.
-    #[error("invalid setting {what}: {message}")]
+    #[error("invalid setting {name}: {reason}")]
     InvalidConfig {
         /// Which setting.
-        what: String,
+        name: String,
         /// Why it is rejected.
-        message: String,
+        reason: String,
+    },
+    /// Values so large that sums over them overflow `f64` (e.g. a column near `1e308`).
+    #[error("{name}: {reason}")]
+    Overflow {
+        /// Which input.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The fit would need more memory than allowed.
+    #[error(
+        "the fit needs about {needed_mib} MiB ({reason}), above the limit of {limit_mib} MiB: lower --features, or raise the limit (--max-memory)"
+    )]
+    TooMuchMemory {
+        /// Estimated need in MiB.
+        needed_mib: u64,
+        /// The limit in MiB.
+        limit_mib: u64,
+        /// What dominates the estimate.
+        reason: String,
     },
     /// A numeric optimizer failed (argmin reported an error).
-    #[error("optimizer failed for {what}: {message}")]
+    #[error("optimizer failed for {name}: {reason}")]
     Optimizer {
         /// Which search.
-        what: String,
+        name: String,
         /// The optimizer's message.
-        message: String,
+        reason: String,
     },
 }
 
@@ -95,13 +115,13 @@ pub(crate) fn cholesky_error(what: &str, err: ndarray_linalg::error::LinalgError
             if return_code > 0 =>
         {
             RffError::NotPositiveDefinite {
-                what: what.to_string(),
+                name: what.to_string(),
                 minor: return_code as usize,
             }
         }
         other => RffError::Linalg {
-            what: what.to_string(),
-            message: other.to_string(),
+            name: what.to_string(),
+            reason: other.to_string(),
         },
     }
 }
@@ -109,8 +129,8 @@ pub(crate) fn cholesky_error(what: &str, err: ndarray_linalg::error::LinalgError
 /// Map any other ndarray-linalg failure to [`RffError::Linalg`].
 pub(crate) fn linalg_error(what: &str, err: ndarray_linalg::error::LinalgError) -> RffError {
     RffError::Linalg {
-        what: what.to_string(),
-        message: err.to_string(),
+        name: what.to_string(),
+        reason: err.to_string(),
     }
 }
 
@@ -119,7 +139,7 @@ pub(crate) fn ensure_finite_matrix(what: &str, x: ndarray::ArrayView2<'_, f64>) 
     for ((row, column), &value) in x.indexed_iter() {
         if !value.is_finite() {
             return Err(RffError::NonFinite {
-                what: what.to_string(),
+                name: what.to_string(),
                 row,
                 column,
                 value,
@@ -134,7 +154,7 @@ pub(crate) fn ensure_finite_vector(what: &str, y: ndarray::ArrayView1<'_, f64>) 
     for (row, &value) in y.iter().enumerate() {
         if !value.is_finite() {
             return Err(RffError::NonFinite {
-                what: what.to_string(),
+                name: what.to_string(),
                 row,
                 column: 0,
                 value,

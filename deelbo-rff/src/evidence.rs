@@ -53,12 +53,14 @@ impl NoiseBounds {
 
     /// Validate `0 < min_std <= max_std < inf`.
     pub fn validate(&self) -> Result<()> {
-        if self.min_std > 0.0 && self.max_std.is_finite() && self.min_std <= self.max_std {
+        deelbo_core::check::positive("noise min_std", self.min_std)?;
+        deelbo_core::check::positive("noise max_std", self.max_std)?;
+        if self.min_std <= self.max_std {
             Ok(())
         } else {
             Err(RffError::InvalidConfig {
-                what: "noise bounds".to_string(),
-                message: format!(
+                name: "noise bounds".to_string(),
+                reason: format!(
                     "need 0 < min_std <= max_std < inf, got [{}, {}]",
                     self.min_std, self.max_std
                 ),
@@ -68,14 +70,8 @@ impl NoiseBounds {
 }
 
 fn check_hyper(tau: f64, s2: f64) -> Result<()> {
-    for (name, v) in [("prior variance tau", tau), ("noise variance", s2)] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(RffError::InvalidConfig {
-                what: name.to_string(),
-                message: format!("must be positive and finite, got {v}"),
-            });
-        }
-    }
+    deelbo_core::check::positive("prior variance tau", tau)?;
+    deelbo_core::check::positive("noise variance", s2)?;
     Ok(())
 }
 
@@ -146,7 +142,7 @@ pub fn log_evidence(
 fn check_shapes(phi: ArrayView2<'_, f64>, y: ArrayView1<'_, f64>) -> Result<()> {
     if phi.nrows() != y.len() {
         return Err(RffError::Shape {
-            what: "targets (one per feature row)".to_string(),
+            name: "targets (one per feature row)".to_string(),
             expected: phi.nrows(),
             found: y.len(),
         });

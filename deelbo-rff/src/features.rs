@@ -11,10 +11,11 @@
 //! `b_r = 2 pi uniform_at((seed, PHASE_STREAM), r)`.
 
 use deelbo_core::{NoiseKey, fill_normals, uniform_at};
-use ndarray::{Array1, Array2, ArrayView2, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Zip, s};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RffError};
+use crate::parallel::{BLOCK_ROWS, map_blocks, row_blocks};
 
 /// Noise stream of the frequencies `W`.
 pub const FREQUENCY_STREAM: u64 = 0x5246_4600;
@@ -40,7 +41,7 @@ impl Lengthscale {
             Lengthscale::Ard(ls) => {
                 if ls.len() != d {
                     return Err(RffError::Shape {
-                        what: "ARD lengthscales".to_string(),
+                        name: "ARD lengthscales".to_string(),
                         expected: d,
                         found: ls.len(),
                     });
@@ -50,8 +51,8 @@ impl Lengthscale {
         };
         if let Some(bad) = v.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
             return Err(RffError::InvalidConfig {
-                what: "lengthscale".to_string(),
-                message: format!("must be positive and finite, got {bad}"),
+                name: "lengthscale".to_string(),
+                reason: format!("must be positive and finite, got {bad}"),
             });
         }
         Ok(v)
@@ -94,14 +95,14 @@ impl RffFeatures {
     pub fn new(seed: u64, count: usize, dim: usize) -> Result<Self> {
         if count == 0 {
             return Err(RffError::InvalidConfig {
-                what: "number of features R".to_string(),
-                message: "must be at least 1".to_string(),
+                name: "number of features R".to_string(),
+                reason: "must be at least 1".to_string(),
             });
         }
         if dim == 0 {
             return Err(RffError::InvalidConfig {
-                what: "input dimension d".to_string(),
-                message: "must be at least 1".to_string(),
+                name: "input dimension d".to_string(),
+                reason: "must be at least 1".to_string(),
             });
         }
         let mut w = vec![0.0f32; count * dim];
@@ -142,7 +143,7 @@ impl RffFeatures {
     fn phases_of(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
         if x.ncols() != self.dim() {
             return Err(RffError::Shape {
-                what: "input columns of the features".to_string(),
+                name: "input columns of the features".to_string(),
                 expected: self.dim(),
                 found: x.ncols(),
             });
@@ -160,12 +161,18 @@ impl RffFeatures {
     }
 
     /// The feature matrix `Phi` (`N x R`), `Phi_nr = sqrt(2/R) cos(sum_k W_rk x_nk / l_k + b_r)`
-    /// for inputs `x` (`N x d`, already standardized if the model standardizes).
+    /// for inputs `x` (`N x d`, already standardized if the model standardizes). Computed in
+    /// parallel over fixed row blocks (same bits at any thread count).
     pub fn matrix(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
         let c = (2.0 / self.count() as f64).sqrt();
-        let mut z = self.phases_of(x, lengthscale)?;
-        z.mapv_inplace(|v| c * v.cos());
-        Ok(z)
+        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
+        let parts = map_blocks(blocks.len(), |i| {
+            let (a, b) = blocks[i];
+            let mut z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
+            z.mapv_inplace(|v| c * v.cos());
+            Ok(z)
+        })?;
+        stack_rows(parts, x.nrows(), self.count())
     }
 
     /// `Phi` together with `sqrt(2/R) sin(Z)`; see [`FeaturesWithSines`].
@@ -175,19 +182,46 @@ impl RffFeatures {
         lengthscale: &Lengthscale,
     ) -> Result<FeaturesWithSines> {
         let c = (2.0 / self.count() as f64).sqrt();
-        let z = self.phases_of(x, lengthscale)?;
-        let mut phi = Array2::zeros(z.raw_dim());
-        let mut sines = Array2::zeros(z.raw_dim());
-        Zip::from(&mut phi)
-            .and(&mut sines)
-            .and(&z)
-            .for_each(|p, s, &v| {
-                let (sin, cos) = v.sin_cos();
-                *p = c * cos;
-                *s = c * sin;
-            });
-        Ok(FeaturesWithSines { phi, sines })
+        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
+        let parts = map_blocks(blocks.len(), |i| {
+            let (a, b) = blocks[i];
+            let z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
+            let mut phi = Array2::zeros(z.raw_dim());
+            let mut sines = Array2::zeros(z.raw_dim());
+            Zip::from(&mut phi)
+                .and(&mut sines)
+                .and(&z)
+                .for_each(|p, s, &v| {
+                    let (sin, cos) = v.sin_cos();
+                    *p = c * cos;
+                    *s = c * sin;
+                });
+            Ok((phi, sines))
+        })?;
+        let (phis, sines): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        Ok(FeaturesWithSines {
+            phi: stack_rows(phis, x.nrows(), self.count())?,
+            sines: stack_rows(sines, x.nrows(), self.count())?,
+        })
     }
+}
+
+/// Row blocks stacked into one `rows x cols` matrix.
+fn stack_rows(parts: Vec<Array2<f64>>, rows: usize, cols: usize) -> Result<Array2<f64>> {
+    if parts.len() == 1 {
+        return Ok(parts
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Array2::zeros((rows, cols))));
+    }
+    let mut out = Array2::zeros((rows, cols));
+    let mut start = 0;
+    for p in parts {
+        let end = start + p.nrows();
+        out.slice_mut(s![start..end, ..]).assign(&p);
+        start = end;
+    }
+    Ok(out)
 }
 
 /// The exact RBF kernel with unit outputscale,
@@ -200,7 +234,7 @@ pub fn rbf_kernel(
 ) -> Result<Array2<f64>> {
     if a.ncols() != b.ncols() {
         return Err(RffError::Shape {
-            what: "input columns of the kernel's second argument".to_string(),
+            name: "input columns of the kernel's second argument".to_string(),
             expected: a.ncols(),
             found: b.ncols(),
         });

@@ -14,18 +14,18 @@
 //! | [`evidence`] | exact log evidence (Cholesky, `N x N` or `R x R`), posterior, type-II ML |
 //! | [`elbo`] | the closed-form (DE-)ELBO, its coordinate updates, the envelope gradient |
 //! | [`search`] | bounded 1-D search: global grid + golden section |
-//! | [`mod@fit`] | methods, settings, the lengthscale search, ARD |
-//! | [`map_grid`], [`laplace`], [`gp`] | the baselines |
+//! | [`mod@fit`] | the methods (ELBO, evidence, MAP + grid, LA-LML), settings, the lengthscale search, ARD |
+//! | [`gp`] | the exact GP the features approximate |
 //! | [`model`] | a fitted, serializable model; predictions with mean and std |
 //! | [`metrics`] | RMSE, Gaussian NLL |
 //! | [`demo`] | the paper's experiment as a protocol |
 //!
 //! ```
 //! use deelbo_core::KappaRule;
-//! use deelbo_rff::{FitConfig, Method, demo::{DemoConfig, demo_data}, fit};
+//! use deelbo_rff::{RffConfig, Method, demo::{DemoConfig, demo_data}, fit};
 //!
 //! let (train, test) = demo_data(&DemoConfig::default())?;
-//! let config = FitConfig::new(Method::Elbo(KappaRule::HalfDataEmphasized)).with_features(256);
+//! let config = RffConfig::new(Method::Elbo(KappaRule::HalfDataEmphasized)).with_features(256);
 //! let report = fit(&train, &config)?;
 //! let pred = report.model.predict(test.x())?;
 //! assert_eq!(pred.mean.len(), test.len());
@@ -41,15 +41,17 @@ pub mod evidence;
 pub mod features;
 pub mod fit;
 pub mod gp;
-pub mod laplace;
-pub mod map_grid;
+pub mod hyper;
+pub mod linalg;
 pub mod metrics;
 pub mod model;
+pub mod optimize;
+pub mod parallel;
 pub mod search;
 pub mod spectrum;
 
 pub use data::{Dataset, Standardizer};
 pub use error::{Result, RffError};
 pub use features::{Lengthscale, RffFeatures};
-pub use fit::{FitConfig, FitReport, Method, fit};
+pub use fit::{FitReport, Method, RffConfig, fit};
 pub use model::{FitSummary, Prediction, RffModel, WeightCovariance};

@@ -6,7 +6,7 @@ use crate::evidence::LN_2PI;
 fn check(what: &str, y: &[f64], mean: &[f64], std: Option<&[f64]>) -> Result<()> {
     if y.len() != mean.len() || std.is_some_and(|s| s.len() != y.len()) {
         return Err(RffError::Shape {
-            what: format!("{what} predictions"),
+            name: format!("{what} predictions"),
             expected: y.len(),
             found: mean.len(),
         });
@@ -33,8 +33,8 @@ pub fn gaussian_nll(y: &[f64], mean: &[f64], std: &[f64]) -> Result<f64> {
     check("NLL", y, mean, Some(std))?;
     if let Some(bad) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
         return Err(RffError::InvalidConfig {
-            what: "predictive standard deviation".to_string(),
-            message: format!("must be positive and finite, got {bad}"),
+            name: "predictive standard deviation".to_string(),
+            reason: format!("must be positive and finite, got {bad}"),
         });
     }
     let s = deelbo_core::deterministic_sum(y.iter().zip(mean).zip(std).map(|((y, m), s)| {

@@ -66,6 +66,12 @@ pub struct RffModel {
     /// The maximized objective in nats, for targets in their original units (see
     /// [`crate::fit::Method`] for what each method maximizes).
     pub objective: f64,
+    /// The kappa rule asked for, the kappa used and whether it was clamped (ELBO methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kappa_report: Option<crate::fit::KappaReport>,
+    /// Results that are not learned values (a value at a search bound, a clamped kappa).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Predictive means and standard deviations (original target units), one per input row.
@@ -110,19 +116,62 @@ impl RffModel {
         let d = self.dim();
         if self.weights.len() != self.features || self.features == 0 {
             return Err(RffError::Shape {
-                what: "model weights (one per feature)".to_string(),
+                name: "model weights (one per feature)".to_string(),
                 expected: self.features,
                 found: self.weights.len(),
             });
         }
         if self.standardizer.x_std.len() != d || d == 0 {
             return Err(RffError::Shape {
-                what: "model input standardization".to_string(),
+                name: "model input standardization".to_string(),
                 expected: d,
                 found: self.standardizer.x_std.len(),
             });
         }
         self.lengthscale.per_dimension(d)?;
+        use deelbo_core::check;
+        check::all_finite("model weights", &self.weights)?;
+        check::all_finite("model input means", &self.standardizer.x_mean)?;
+        check::same_len("model input means", d, self.standardizer.x_mean.len())?;
+        for &s in &self.standardizer.x_std {
+            check::positive("model input scale", s)?;
+        }
+        check::finite("model target mean", self.standardizer.y_mean)?;
+        check::finite("model objective", self.objective)?;
+        if let Some(k) = self.kappa {
+            deelbo_core::Kappa::new(k)?;
+        }
+        if self.features > 1 << 20 {
+            return Err(RffError::InvalidConfig {
+                name: "model features".to_string(),
+                reason: format!(
+                    "{} random features is beyond what this build reads (2^20)",
+                    self.features
+                ),
+            });
+        }
+        match &self.covariance {
+            WeightCovariance::Point => {}
+            WeightCovariance::Isotropic { sigma2 } => {
+                check::positive("model posterior variance", *sigma2)?;
+            }
+            WeightCovariance::Diagonal { variances } => {
+                for &v in variances {
+                    check::positive("model weight variance", v)?;
+                }
+            }
+            WeightCovariance::LowRank { tau, rank, factor } => {
+                check::positive("model covariance tau", *tau)?;
+                check::all_finite("model covariance factor", factor)?;
+                if *rank > self.features {
+                    return Err(RffError::Shape {
+                        name: "model covariance rank (at most R)".to_string(),
+                        expected: self.features,
+                        found: *rank,
+                    });
+                }
+            }
+        }
         let positive = [
             ("noise variance", self.noise_variance),
             ("prior variance", self.prior_variance),
@@ -131,8 +180,8 @@ impl RffModel {
         for (what, v) in positive {
             if !(v.is_finite() && v > 0.0) {
                 return Err(RffError::InvalidConfig {
-                    what: format!("model {what}"),
-                    message: format!("must be positive and finite, got {v}"),
+                    name: format!("model {what}"),
+                    reason: format!("must be positive and finite, got {v}"),
                 });
             }
         }
@@ -141,14 +190,14 @@ impl RffModel {
                 if factor.len() != rank * self.features =>
             {
                 return Err(RffError::Shape {
-                    what: "model covariance factor (R x rank)".to_string(),
+                    name: "model covariance factor (R x rank)".to_string(),
                     expected: rank * self.features,
                     found: factor.len(),
                 });
             }
             WeightCovariance::Diagonal { variances } if variances.len() != self.features => {
                 return Err(RffError::Shape {
-                    what: "model weight variances (one per feature)".to_string(),
+                    name: "model weight variances (one per feature)".to_string(),
                     expected: self.features,
                     found: variances.len(),
                 });

@@ -1,5 +1,5 @@
-//! Bounded one-dimensional maximization: a global log-spaced grid, then golden-section
-//! refinement inside the bracket around the best grid point. Used for `ln(lengthscale)` (whose
+//! Bounded one-dimensional maximization: a global log-spaced grid, then Brent's method
+//! inside the bracket around the best grid point. Used for `ln(lengthscale)` (whose
 //! objective is jagged and multi-modal with finitely many random features) and for the
 //! signal-to-noise ratio of the evidence.
 
@@ -7,12 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RffError};
 
-/// `(sqrt(5) - 1)/2`.
-const INV_PHI: f64 = 0.618_033_988_749_894_8;
-
 /// Settings of a bounded 1-D search over `t` in `[lower, upper]`: `grid_points` equally spaced
-/// values (inclusive ends), then golden-section refinement of the best bracket until it is
-/// narrower than `tolerance` (in units of `t`).
+/// values (inclusive ends), then Brent's method in the best bracket until it is narrower than
+/// `tolerance` (in units of `t`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GridSearch {
     /// Lower end of `t`.
@@ -21,7 +18,7 @@ pub struct GridSearch {
     pub upper: f64,
     /// Number of grid points (`>= 2`).
     pub grid_points: usize,
-    /// Width at which golden-section refinement stops; `0` or less skips refinement.
+    /// Width at which the refinement stops; `0` or less skips refinement.
     pub tolerance: f64,
 }
 
@@ -30,8 +27,8 @@ impl GridSearch {
     pub fn validate(&self, what: &str) -> Result<()> {
         if !(self.lower.is_finite() && self.upper.is_finite() && self.lower < self.upper) {
             return Err(RffError::InvalidConfig {
-                what: what.to_string(),
-                message: format!(
+                name: what.to_string(),
+                reason: format!(
                     "needs finite bounds lower < upper, got [{}, {}]",
                     self.lower, self.upper
                 ),
@@ -39,8 +36,8 @@ impl GridSearch {
         }
         if self.grid_points < 2 {
             return Err(RffError::InvalidConfig {
-                what: what.to_string(),
-                message: format!("needs at least 2 grid points, got {}", self.grid_points),
+                name: what.to_string(),
+                reason: format!("needs at least 2 grid points, got {}", self.grid_points),
             });
         }
         Ok(())
@@ -71,7 +68,7 @@ pub struct SearchResult<T> {
     pub evaluations: usize,
 }
 
-/// Maximize `f(t)` on `[lower, upper]`: grid first, then golden section between the best grid
+/// Maximize `f(t)` on `[lower, upper]`: grid first, then Brent's method between the best grid
 /// point's neighbours. `f` returns the value and a payload; a `NaN` value counts as `-inf`.
 /// Errors from `f` propagate. The returned point is the best one ever evaluated.
 pub fn maximize<T, F>(search: &GridSearch, what: &str, mut f: F) -> Result<SearchResult<T>>
@@ -97,45 +94,34 @@ where
     }
     let Some(mut best) = best else {
         return Err(RffError::InvalidConfig {
-            what: what.to_string(),
-            message: "empty grid".to_string(),
+            name: what.to_string(),
+            reason: "empty grid".to_string(),
         });
     };
-    if search.tolerance > 0.0 {
-        let mut a = grid[best_index.saturating_sub(1)];
-        let mut b = grid[(best_index + 1).min(grid.len() - 1)];
-        let mut c = b - INV_PHI * (b - a);
-        let mut d = a + INV_PHI * (b - a);
-        let (fc, pc) = f(c)?;
-        let (fd, pd) = f(d)?;
-        evaluations += 2;
-        let (mut fc, mut fd) = (clean(fc), clean(fd));
-        let keep = |t: f64, v: f64, p: T, best: &mut (f64, f64, T)| {
+    if search.tolerance > 0.0 && grid.len() > 1 {
+        // Brent's method inside the bracket of the best grid point's neighbours, seeded with
+        // that point; every evaluated point competes for the best.
+        let lo = grid[best_index.saturating_sub(1)];
+        let hi = grid[(best_index + 1).min(grid.len() - 1)];
+        let mut payloads: Vec<(f64, f64, T)> = Vec::new();
+        let r = crate::optimize::brent_maximize(
+            |t| {
+                let (v, p) = f(t)?;
+                let v = clean(v);
+                payloads.push((t, v, p));
+                Ok(v)
+            },
+            lo,
+            hi,
+            (best.0, best.1),
+            0.5 * search.tolerance,
+            200,
+        )?;
+        evaluations += r.evaluations;
+        for (t, v, p) in payloads {
             if v > best.1 {
-                *best = (t, v, p);
+                best = (t, v, p);
             }
-        };
-        keep(c, fc, pc, &mut best);
-        keep(d, fd, pd, &mut best);
-        while (b - a) > search.tolerance {
-            if fc >= fd {
-                b = d;
-                d = c;
-                fd = fc;
-                c = b - INV_PHI * (b - a);
-                let (v, p) = f(c)?;
-                fc = clean(v);
-                keep(c, fc, p, &mut best);
-            } else {
-                a = c;
-                c = d;
-                fc = fd;
-                d = a + INV_PHI * (b - a);
-                let (v, p) = f(d)?;
-                fd = clean(v);
-                keep(d, fd, p, &mut best);
-            }
-            evaluations += 1;
         }
     }
     Ok(SearchResult {

@@ -21,9 +21,8 @@
 //! only the evidence is defined for it.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use ndarray_linalg::{Eigh, UPLO};
 
-use crate::error::{Result, RffError, linalg_error};
+use crate::error::{Result, RffError};
 
 /// Which Gram matrix was decomposed; holds its eigenvectors `E` (columns).
 #[derive(Debug, Clone)]
@@ -38,6 +37,25 @@ pub enum Basis {
 
 /// Relative threshold below which an eigenvalue counts as zero.
 pub const RELATIVE_EIGENVALUE_FLOOR: f64 = 1e-12;
+
+/// `Phi^T Phi` summed over fixed row blocks computed in parallel (block order, so the same bits
+/// at any thread count).
+pub(crate) fn gram_of_columns(phi: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let blocks = crate::parallel::row_blocks(phi.nrows(), crate::parallel::BLOCK_ROWS);
+    let mut total = Array2::<f64>::zeros((phi.ncols(), phi.ncols()));
+    // Waves of one block per thread: at most `threads` partial R x R sums alive at a time,
+    // added in block order.
+    for wave in blocks.chunks(crate::parallel::threads().max(1)) {
+        let parts = crate::parallel::map_blocks(wave.len(), |i| {
+            let (a, b) = wave[i];
+            crate::linalg::gram_cols(phi.slice(ndarray::s![a..b, ..]))
+        })?;
+        for p in parts {
+            total += &p;
+        }
+    }
+    Ok(total)
+}
 
 /// Eigenvalues, projected targets and trace of a Gram matrix; see the module docs.
 #[derive(Debug, Clone)]
@@ -62,11 +80,11 @@ pub struct Spectrum {
 }
 
 fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
-    let (values, vectors) = gram.eigh(UPLO::Lower).map_err(|e| linalg_error(what, e))?;
+    let (values, vectors) = crate::linalg::eigh(what, gram)?;
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
         return Err(RffError::Linalg {
-            what: what.to_string(),
-            message: format!("non-finite eigenvalue {bad}"),
+            name: what.to_string(),
+            reason: format!("non-finite eigenvalue {bad}"),
         });
     }
     Ok((values.iter().map(|&v| v.max(0.0)).collect(), vectors))
@@ -79,7 +97,7 @@ impl Spectrum {
         let (n, r) = phi.dim();
         if y.len() != n {
             return Err(RffError::Shape {
-                what: "targets (one per feature row)".to_string(),
+                name: "targets (one per feature row)".to_string(),
                 expected: n,
                 found: y.len(),
             });
@@ -87,7 +105,7 @@ impl Spectrum {
         let trace = deelbo_core::deterministic_sum(phi.iter().map(|v| v * v));
         let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
         if n <= r {
-            let gram = phi.dot(&phi.t());
+            let gram = crate::linalg::gram_rows(phi)?;
             let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
             Ok(Self::in_example_basis(
                 eigenvalues,
@@ -99,7 +117,7 @@ impl Spectrum {
                 Basis::Examples,
             ))
         } else {
-            let gram = phi.t().dot(&phi);
+            let gram = gram_of_columns(phi)?;
             let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
             let c: Array1<f64> = e.t().dot(&phi.t().dot(&y));
             let floor =
@@ -129,12 +147,56 @@ impl Spectrum {
         }
     }
 
+    /// The spectrum in the feature basis from accumulated sums over rows: `G = Phi^T Phi`
+    /// (`R x R`), `c = Phi^T y`, `y^T y`, `T = tr G` and `N` (no `N x R` matrix needed).
+    pub fn of_gram(
+        gram: Array2<f64>,
+        cross: Array1<f64>,
+        yy: f64,
+        trace: f64,
+        examples: usize,
+    ) -> Result<Self> {
+        let r = gram.nrows();
+        if gram.ncols() != r || cross.len() != r {
+            return Err(RffError::Shape {
+                name: "Gram statistics (R x R and R)".to_string(),
+                expected: r,
+                found: cross.len(),
+            });
+        }
+        let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
+        let c: Array1<f64> = e.t().dot(&cross);
+        let floor = RELATIVE_EIGENVALUE_FLOOR * eigenvalues.iter().copied().fold(0.0f64, f64::max);
+        let projected: Vec<f64> = c
+            .iter()
+            .zip(&eigenvalues)
+            .map(|(c, &l)| {
+                if l > floor && l > 0.0 {
+                    c / l.sqrt()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
+        Ok(Self {
+            eigenvalues,
+            projected_targets: projected,
+            cross_targets: c.to_vec(),
+            orthogonal_energy: (yy - energy).max(0.0),
+            trace,
+            examples,
+            features: r,
+            basis: Basis::Features(e),
+        })
+    }
+
     /// Decompose a symmetric positive semi-definite kernel matrix `k` (`N x N`) with targets `y`.
     pub fn of_kernel(k: ArrayView2<'_, f64>, y: ArrayView1<'_, f64>) -> Result<Self> {
         let n = k.nrows();
         if k.ncols() != n || y.len() != n {
             return Err(RffError::Shape {
-                what: "kernel matrix (N x N, one target per row)".to_string(),
+                name: "kernel matrix (N x N, one target per row)".to_string(),
                 expected: n,
                 found: if k.ncols() != n { k.ncols() } else { y.len() },
             });
@@ -256,8 +318,8 @@ impl Spectrum {
                 Ok(phi.t().dot(&es))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no feature-space basis".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
         }
     }
@@ -281,8 +343,8 @@ impl Spectrum {
                 Ok((phi.t().dot(&es), idx))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no feature-space basis".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
         }
     }
@@ -290,7 +352,7 @@ impl Spectrum {
     fn check_phi(&self, phi: ArrayView2<'_, f64>) -> Result<()> {
         if phi.dim() != (self.examples, self.features) {
             return Err(RffError::Shape {
-                what: "features passed back to the spectrum (N x R)".to_string(),
+                name: "features passed back to the spectrum (N x R)".to_string(),
                 expected: self.examples * self.features,
                 found: phi.len(),
             });
@@ -306,7 +368,7 @@ impl Spectrum {
             Basis::Features(e) => {
                 if coeffs.len() != self.len() {
                     return Err(RffError::Shape {
-                        what: "spectral coefficients".to_string(),
+                        name: "spectral coefficients".to_string(),
                         expected: self.len(),
                         found: coeffs.len(),
                     });
@@ -325,8 +387,8 @@ impl Spectrum {
                 Ok(phi.t().dot(&e.dot(&a)))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no weights".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no weights".to_string(),
             }),
         }
     }
@@ -344,8 +406,8 @@ impl Spectrum {
                 Ok(phi.dot(&self.weights(phi, coeffs)?))
             }
             Basis::Kernel(_) => Err(RffError::InvalidConfig {
-                what: "spectrum".to_string(),
-                message: "a kernel spectrum has no fitted values".to_string(),
+                name: "spectrum".to_string(),
+                reason: "a kernel spectrum has no fitted values".to_string(),
             }),
         }
     }

@@ -104,6 +104,8 @@ fn posterior_mean_and_variance_match_the_dense_inverse() {
             prior_variance: tau,
             covariance: cov.clone(),
             objective: 0.0,
+            kappa_report: None,
+            warnings: Vec::new(),
         };
         assert!(matches!(cov, WeightCovariance::LowRank { .. }));
         let var_spec = model.epistemic_variance(phi_star.view());
@@ -163,8 +165,8 @@ fn profiled_type_two_ml_beats_a_dense_grid() {
 fn cholesky_failure_is_a_typed_error() {
     let a = ndarray::array![[1.0, 2.0], [2.0, 1.0]];
     match cholesky_lower("test matrix", &a) {
-        Err(RffError::NotPositiveDefinite { what, minor }) => {
-            assert_eq!(what, "test matrix");
+        Err(RffError::NotPositiveDefinite { name, minor }) => {
+            assert_eq!(name, "test matrix");
             assert_eq!(minor, 2);
         }
         other => panic!("expected NotPositiveDefinite, got {other:?}"),
@@ -173,10 +175,10 @@ fn cholesky_failure_is_a_typed_error() {
     let y = Array1::<f64>::ones(3);
     assert!(matches!(
         log_evidence(phi.view(), y.view(), -1.0, 0.1),
-        Err(RffError::InvalidConfig { .. })
+        Err(RffError::Core(deelbo_core::CoreError::NonPositive { .. }))
     ));
     assert!(matches!(
         log_evidence(phi.view(), y.view(), 1.0, 0.0),
-        Err(RffError::InvalidConfig { .. })
+        Err(RffError::Core(deelbo_core::CoreError::NonPositive { .. }))
     ));
 }

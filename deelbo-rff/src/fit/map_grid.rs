@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RffError};
 use crate::evidence::LN_2PI;
 use crate::features::Lengthscale;
-use crate::fit::{FitConfig, FitReport, Method, Prepared};
-use crate::model::{RffModel, WeightCovariance};
+use crate::fit::builder::{ModelParts, build_model};
+use crate::fit::config::{Method, RffConfig};
+use crate::fit::prepared::Prepared;
+use crate::fit::report::FitReport;
+use crate::model::WeightCovariance;
 use crate::search::GridSearch;
 use crate::spectrum::Spectrum;
 
@@ -59,6 +62,26 @@ impl Default for MapGridSettings {
     }
 }
 
+impl MapGridSettings {
+    /// Every axis has a value, every value is positive and finite, the fraction is in `(0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        if self.lengthscale_points < 1
+            || self.prior_variances.is_empty()
+            || self.noise_stds.is_empty()
+        {
+            return Err(RffError::InvalidConfig {
+                name: "MAP grid".to_string(),
+                reason: "every axis needs at least one value".to_string(),
+            });
+        }
+        for &v in self.prior_variances.iter().chain(&self.noise_stds) {
+            deelbo_core::check::positive("MAP grid value", v)?;
+        }
+        deelbo_core::check::in_range("validation_fraction", self.validation_fraction, 0.0..1.0)?;
+        Ok(())
+    }
+}
+
 /// The seeded split: indices sorted by a uniform key per example; the first
 /// `N - round(f N)` are training, the rest validation. Both parts keep at least 1 example (2
 /// for training).
@@ -71,8 +94,8 @@ pub fn split(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usiz
     }
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(RffError::InvalidConfig {
-            what: "validation fraction".to_string(),
-            message: format!("must be in (0, 1), got {fraction}"),
+            name: "validation fraction".to_string(),
+            reason: format!("must be in (0, 1), got {fraction}"),
         });
     }
     let key = NoiseKey::new(seed, SPLIT_STREAM);
@@ -84,25 +107,9 @@ pub fn split(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usiz
     Ok((train.to_vec(), val.to_vec()))
 }
 
-pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
+pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
     let g = &config.map_grid;
-    if g.lengthscale_points < 1 || g.prior_variances.is_empty() || g.noise_stds.is_empty() {
-        return Err(RffError::InvalidConfig {
-            what: "MAP grid".to_string(),
-            message: "every axis needs at least one value".to_string(),
-        });
-    }
-    if let Some(bad) = g
-        .prior_variances
-        .iter()
-        .chain(&g.noise_stds)
-        .find(|v| !(v.is_finite() && **v > 0.0))
-    {
-        return Err(RffError::InvalidConfig {
-            what: "MAP grid".to_string(),
-            message: format!("values must be positive and finite, got {bad}"),
-        });
-    }
+    g.validate()?;
     let (train, val) = split(prep.n(), g.validation_fraction, config.seed)?;
     let x_tr = prep.x.select(Axis(0), &train);
     let y_tr = prep.y.select(Axis(0), &train);
@@ -110,11 +117,11 @@ pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
     let y_va = prep.y.select(Axis(0), &val);
     let sqrt_d = prep.sqrt_d();
     let ls_grid = if g.lengthscale_points == 1 {
-        vec![0.5 * (config.lengthscale_search.lower + config.lengthscale_search.upper)]
+        vec![0.5 * (config.search.lengthscale.lower + config.search.lengthscale.upper)]
     } else {
         GridSearch {
             grid_points: g.lengthscale_points,
-            ..config.lengthscale_search
+            ..config.search.lengthscale
         }
         .grid()
     };
@@ -154,31 +161,29 @@ pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
     let (nll, t, tau, s2) = best;
     if !nll.is_finite() {
         return Err(RffError::Optimizer {
-            what: "MAP grid search".to_string(),
-            message: "no grid point gave a finite validation NLL".to_string(),
+            name: "MAP grid search".to_string(),
+            reason: "no grid point gave a finite validation NLL".to_string(),
         });
     }
     let ls = Lengthscale::Isotropic(t.exp() * sqrt_d);
     let phi = prep.features.matrix(prep.x.view(), &ls)?;
     let sp = Spectrum::of_features(phi.view(), prep.y.view())?;
     let weights = sp.weights(phi.view(), &sp.shrunk_coefficients(tau, s2))?;
-    let model = RffModel {
-        method: Method::MapGrid.name(),
-        kappa: None,
-        seed: config.seed,
-        features: config.features,
+    let parts = ModelParts {
         lengthscale: ls,
-        standardizer: prep.standardizer.clone(),
         weights: weights.to_vec(),
         noise_variance: s2,
         prior_variance: tau,
         covariance: WeightCovariance::Point,
-        objective: -(nll + prep.ln_y_scale()),
+        objective: -nll,
+        log_density_count: 1.0,
     };
     Ok(FitReport {
-        model,
+        model: build_model(prep, config, Method::MapGrid, None, parts),
         profile,
         evaluations: ls_grid.len() * g.prior_variances.len() * g.noise_stds.len(),
+        kappa: None,
+        warnings: Vec::new(),
     })
 }
 

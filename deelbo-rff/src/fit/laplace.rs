@@ -15,8 +15,11 @@ use ndarray::{Array1, Array2};
 use crate::error::Result;
 use crate::evidence::LN_2PI;
 use crate::features::Lengthscale;
-use crate::fit::{FitConfig, FitReport, Method, Prepared};
-use crate::model::{RffModel, WeightCovariance};
+use crate::fit::builder::{ModelParts, build_model};
+use crate::fit::config::{Method, RffConfig};
+use crate::fit::prepared::Prepared;
+use crate::fit::report::FitReport;
+use crate::model::WeightCovariance;
 use crate::search::{GridSearch, maximize};
 use crate::spectrum::Spectrum;
 
@@ -61,8 +64,8 @@ impl LaplaceAt<'_> {
     }
 
     /// Maximize over `(ln tau, ln s_n^2)`: coarse grid, then alternating 1-D refinements.
-    fn maximize(&self, config: &FitConfig) -> Result<(f64, f64, f64)> {
-        let b = &config.noise_bounds;
+    fn maximize(&self, config: &RffConfig) -> Result<(f64, f64, f64)> {
+        let b = &config.noise;
         let s2_range = (2.0 * b.min_std.ln(), 2.0 * b.max_std.ln());
         let axis = |(lo, hi): (f64, f64)| GridSearch {
             lower: lo,
@@ -127,9 +130,9 @@ fn laplace_at<'a>(prep: &'a Prepared, phi: &'a Array2<f64>) -> Result<LaplaceAt<
 }
 
 /// Fit by maximizing LA over `(l, tau, s_n)`.
-pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
+pub(crate) fn fit(prep: &Prepared, config: &RffConfig) -> Result<FitReport> {
     let sqrt_d = prep.sqrt_d();
-    let search = maximize(&config.lengthscale_search, "lengthscale", |t| {
+    let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
         let phi = prep
             .features
             .matrix(prep.x.view(), &Lengthscale::Isotropic(t.exp() * sqrt_d))?;
@@ -144,27 +147,25 @@ pub(crate) fn fit(prep: &Prepared, config: &FitConfig) -> Result<FitReport> {
     let tau = ln_tau.exp();
     let weights = at.spectrum.weights(phi.view(), &best.coeffs)?;
     let variances = best.hessian_diag.mapv(|h| 1.0 / (h + 1.0 / tau)).to_vec();
-    let model = RffModel {
-        method: Method::LaplaceDiag.name(),
-        kappa: None,
-        seed: config.seed,
-        features: config.features,
+    let parts = ModelParts {
         lengthscale: ls,
-        standardizer: prep.standardizer.clone(),
         weights: weights.to_vec(),
         noise_variance: ln_s2.exp(),
         prior_variance: tau,
         covariance: WeightCovariance::Diagonal { variances },
-        objective: value - prep.n() as f64 * prep.ln_y_scale(),
+        objective: value,
+        log_density_count: prep.n() as f64,
     };
     let scale = sqrt_d * prep.standardizer.x_std[0];
     Ok(FitReport {
-        model,
+        model: build_model(prep, config, Method::LaplaceDiag, None, parts),
         profile: search
             .grid_values
             .iter()
             .map(|&(t, v)| (t.exp() * scale, v))
             .collect(),
         evaluations: search.evaluations,
+        kappa: None,
+        warnings: Vec::new(),
     })
 }

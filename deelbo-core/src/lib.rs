@@ -57,5 +57,7 @@ pub use likelihood::LN_2PI;
 pub use noise::{NoiseKey, fill_normals, normal_at};
 pub use objective::{BlockEvaluation, Evaluation, Objective, isotropic_block};
 pub use posterior::{DiagonalPosterior, IsotropicPosterior, ScaleStats, sigmoid, softplus};
-pub use prior::{KlTerms, PriorVariance, isotropic_log_density, low_rank::LowRankPrior};
+pub use prior::{
+    KlTerms, PriorShape, PriorVariance, isotropic_log_density, low_rank::LowRankPrior,
+};
 pub use tensor::{ParamBlock, ParamBlockMut, Real};

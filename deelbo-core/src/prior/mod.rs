@@ -32,6 +32,17 @@ pub enum PriorVariance {
     Fixed(f64),
 }
 
+/// The covariance shape `Sigma_p` of a block's prior `N(mu, v Sigma_p)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PriorShape {
+    /// `Sigma_p = I`: the KL gradient in the means is `(m - mu)/v`.
+    #[default]
+    Isotropic,
+    /// `Sigma_p = A + U U^T` ([`low_rank::LowRankPrior`]): the KL gradient in the means is
+    /// `Sigma_p^-1 (m - mu)/v`.
+    LowRank,
+}
+
 /// The scalars the KL of one block needs. Build with [`KlTerms::isotropic`],
 /// [`KlTerms::from_block`] or [`low_rank::LowRankPrior::kl_terms`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +59,8 @@ pub struct KlTerms {
     pub sum_ln_sigma2: f64,
     /// `Some(sigma^2)` when `q` is isotropic (enables the shared-sigma gradient).
     pub isotropic_sigma2: Option<f64>,
+    /// The prior covariance shape (which mean-gradient form applies).
+    pub shape: PriorShape,
 }
 
 impl KlTerms {
@@ -72,6 +85,7 @@ impl KlTerms {
                 ScaleStats::Isotropic { sigma } => Some(sigma * sigma),
                 ScaleStats::Diagonal { .. } => None,
             },
+            shape: PriorShape::Isotropic,
         })
     }
 

@@ -70,9 +70,8 @@ pub fn format_table(rows: &[ResultRow]) -> String {
         let seeds = block.iter().map(|s| s.seeds).max().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{arch}, N = {n}  ({seeds} seed{}; mean over seeds, ± sample sd; pred = {}-sample predictive)",
+            "{arch}, N = {n}  ({seeds} seed{}; mean over seeds, ± sample sd; pred = S-sample predictive)",
             if seeds == 1 { "" } else { "s" },
-            "S"
         );
         let _ = writeln!(
             out,

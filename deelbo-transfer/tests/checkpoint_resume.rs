@@ -51,7 +51,7 @@ fn same_result(a: &RunRecord, b: &RunRecord) {
         panic!("run {:?} failed", a.key());
     };
     assert_eq!(x.test, y.test, "run {:?}", a.key());
-    assert_eq!(x.final_train_loss, y.final_train_loss);
+    assert_eq!(x.final_train_loss, y.final_train_loss, "run {:?}", a.key());
     assert_eq!(x.blocks, y.blocks);
     assert_eq!(x.test_predictive, y.test_predictive);
 }

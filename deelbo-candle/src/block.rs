@@ -7,8 +7,10 @@
 //! stream ([`deelbo_core::NoiseKey::for_block_step`]), so the sample of every weight is fixed by
 //! `(seed, block, step, flat index)` alone.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, Var};
-use deelbo_core::PriorVariance;
+use deelbo_core::{LowRankPrior, PriorVariance};
 
 use crate::error::{AdapterError, Result};
 
@@ -22,8 +24,25 @@ pub enum PriorMean {
     Tensors(Vec<Tensor>),
 }
 
+/// The prior covariance shape `Sigma_p` of a block (`p_b = N(mu_b, v_b Sigma_p)`).
+#[derive(Debug, Clone, Default)]
+pub enum PriorCovariance {
+    /// `Sigma_p = I`: the KL depends on the means only through `M_b = ||m_b - mu_b||^2`.
+    #[default]
+    Isotropic,
+    /// `Sigma_p = A + U U^T` over the block's flat layout (e.g. learned from a source task by
+    /// SWAG, the PTYL prior): the KL uses the Mahalanobis distance
+    /// `Q_b = (m_b - mu_b)^T Sigma_p^-1 (m_b - mu_b)`, `tr(Sigma_p^-1)` and `ln det Sigma_p`.
+    /// CPU only.
+    LowRank(Arc<LowRankPrior>),
+}
+
 /// What a block is built from: its name, the initial variational means, the prior mean and how
 /// the prior variance is set.
+///
+/// An initial tensor that is already a candle [`Var`] (e.g. from a `candle_nn::VarMap`) is used
+/// as the block's mean itself, so training updates it in place and the caller's `VarMap` holds
+/// the posterior means afterwards; any other tensor is copied into a fresh `Var`.
 #[derive(Debug, Clone)]
 pub struct BlockSpec {
     /// The block's name (e.g. `backbone`, `head`).
@@ -32,8 +51,10 @@ pub struct BlockSpec {
     pub init: Vec<(String, Tensor)>,
     /// The prior mean `mu_b`.
     pub prior_mean: PriorMean,
-    /// Learned (`v* = M/D + sigma^2`) or fixed prior variance.
+    /// Learned (`v* = Q/D + sigma^2 tr(Sigma_p^-1)/D`) or fixed prior variance.
     pub variance: PriorVariance,
+    /// The prior covariance shape.
+    pub covariance: PriorCovariance,
 }
 
 impl BlockSpec {
@@ -46,6 +67,7 @@ impl BlockSpec {
             init: pretrained,
             prior_mean: PriorMean::Tensors(prior),
             variance: PriorVariance::Learned,
+            covariance: PriorCovariance::Isotropic,
         }
     }
 
@@ -56,6 +78,26 @@ impl BlockSpec {
             init,
             prior_mean: PriorMean::Zero,
             variance: PriorVariance::Learned,
+            covariance: PriorCovariance::Isotropic,
+        }
+    }
+
+    /// A low-rank-plus-diagonal block `N(mu, v Sigma_p)`, `Sigma_p = A + U U^T` (the PTYL prior):
+    /// the means start at `init`, the prior mean is `prior_mean` (one tensor per block tensor,
+    /// same shapes) and `prior` is laid out over the block's flat index (tensor after tensor,
+    /// row-major). `v` is learned.
+    pub fn low_rank(
+        name: impl Into<String>,
+        init: Vec<(String, Tensor)>,
+        prior_mean: Vec<Tensor>,
+        prior: Arc<LowRankPrior>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            init,
+            prior_mean: PriorMean::Tensors(prior_mean),
+            variance: PriorVariance::Learned,
+            covariance: PriorCovariance::LowRank(prior),
         }
     }
 
@@ -87,6 +129,7 @@ pub struct VariationalBlock {
     tensors: Vec<ParamTensor>,
     len: usize,
     variance: PriorVariance,
+    covariance: PriorCovariance,
 }
 
 pub(crate) fn check_float(name: &str, t: &Tensor) -> Result<DType> {
@@ -105,7 +148,7 @@ impl VariationalBlock {
     /// prior tensors the shapes of the means.
     pub(crate) fn from_spec(spec: BlockSpec, index: u32, dtype: DType) -> Result<Self> {
         let invalid = |reason: String| AdapterError::InvalidBlock {
-            block: spec.name.clone(),
+            name: spec.name.clone(),
             reason,
         };
         if spec.init.is_empty() {
@@ -152,7 +195,12 @@ impl VariationalBlock {
                     Some(mu.detach().copy()?)
                 }
             };
-            let mean = Var::from_tensor(&init.detach())?;
+            // A Var is shared (trained in place); any other tensor is copied.
+            let mean = if init.is_variable() {
+                Var::from_tensor(init)?
+            } else {
+                Var::from_tensor(&init.detach())?
+            };
             tensors.push(ParamTensor {
                 name: name.clone(),
                 mean,
@@ -164,12 +212,26 @@ impl VariationalBlock {
         if offset == 0 {
             return Err(invalid("it has no weights (D = 0)".to_string()));
         }
+        if let PriorCovariance::LowRank(prior) = &spec.covariance {
+            if prior.len() as u64 != offset {
+                return Err(invalid(format!(
+                    "its low-rank prior covers {} weights, the block has {offset}",
+                    prior.len()
+                )));
+            }
+            if !tensors[0].mean.device().is_cpu() {
+                return Err(invalid(
+                    "a low-rank prior is only supported on the CPU".to_string(),
+                ));
+            }
+        }
         Ok(Self {
             name: spec.name,
             index,
             tensors,
             len: offset as usize,
             variance: spec.variance,
+            covariance: spec.covariance,
         })
     }
 
@@ -203,6 +265,11 @@ impl VariationalBlock {
         self.variance
     }
 
+    /// The prior covariance shape.
+    pub fn covariance(&self) -> &PriorCovariance {
+        &self.covariance
+    }
+
     /// `true` when the prior mean is zero.
     pub fn zero_prior_mean(&self) -> bool {
         self.tensors.iter().all(|t| t.prior_mean.is_none())
@@ -211,18 +278,25 @@ impl VariationalBlock {
     /// `M_b = ||m_b - mu_b||^2 = sum_k sum_i (m_ki - mu_ki)^2` as a scalar `f64` tensor connected
     /// to the means' autodiff graph (`dM/dm = 2 (m - mu)`). `fused` selects the core's
     /// deterministic reduction ([`crate::fused::squared_distance`], CPU only); otherwise
-    /// composite candle ops (`sub`, `sqr`, `sum_all` in the model dtype, then `f64`).
+    /// composite candle ops (`to_dtype(f64)`, `sub`, `sqr`, `sum_all`: differences, squares
+    /// and their sum in `f64`, as the core computes them).
+    ///
+    /// # Formula
+    /// ```text
+    /// M_b = sum_k sum_i (m_ki - mu_ki)^2      (summed in f64)
+    /// ```
     pub fn squared_distance(&self, fused: bool) -> Result<Tensor> {
         let mut total: Option<Tensor> = None;
         for t in &self.tensors {
             let s = if fused {
                 crate::fused::squared_distance(t.mean.as_tensor(), t.prior_mean.as_ref())?
             } else {
+                let m = t.mean.as_tensor().to_dtype(DType::F64)?;
                 let diff = match &t.prior_mean {
-                    Some(mu) => t.mean.as_tensor().sub(mu)?,
-                    None => t.mean.as_tensor().clone(),
+                    Some(mu) => m.sub(&mu.to_dtype(DType::F64)?)?,
+                    None => m,
                 };
-                diff.sqr()?.sum_all()?.to_dtype(DType::F64)?
+                diff.sqr()?.sum_all()?
             };
             total = Some(match total {
                 Some(acc) => acc.add(&s)?,
@@ -230,7 +304,7 @@ impl VariationalBlock {
             });
         }
         total.ok_or_else(|| AdapterError::InvalidBlock {
-            block: self.name.clone(),
+            name: self.name.clone(),
             reason: "it has no tensors".to_string(),
         })
     }

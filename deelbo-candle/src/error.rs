@@ -13,12 +13,20 @@ pub enum AdapterError {
     /// An error reported by `deelbo-core` (invalid kappa, non-finite block, ...).
     #[error(transparent)]
     Core(#[from] deelbo_core::CoreError),
-    /// A parameter block that cannot be used as given.
-    #[error("parameter block `{block}`: {reason}")]
+    /// A parameter block (or the whole model) that cannot be used as given.
+    #[error("parameter block `{name}`: {reason}")]
     InvalidBlock {
-        /// The block's name.
-        block: String,
+        /// The block's name (`model` for the model as a whole).
+        name: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A named tensor of a model that no block rule and no buffer rule claims.
+    #[error("tensor `{name}` belongs to no block: {reason}")]
+    UnassignedTensor {
+        /// The tensor's name.
+        name: String,
+        /// The rules that were tried.
         reason: String,
     },
     /// A tensor whose shape differs from the one required.
@@ -65,10 +73,28 @@ pub enum AdapterError {
         /// The valid range.
         reason: String,
     },
+    /// Training produced a non-finite value (the loss or a gradient diverged).
+    #[error("{name} is {value}: training diverged")]
+    Diverged {
+        /// What became non-finite (`gradient norm`, `final training loss`).
+        name: String,
+        /// The value.
+        value: f64,
+    },
     /// A labels slice that does not fit the predictions.
-    #[error("labels: {reason}")]
+    #[error("{name}: {reason}")]
     InvalidLabels {
+        /// Which input (`labels`).
+        name: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// A file that cannot be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
         reason: String,
     },
 }

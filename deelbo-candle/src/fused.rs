@@ -290,3 +290,20 @@ pub fn squared_distance(mean: &Tensor, prior: Option<&Tensor>) -> Result<Tensor>
         None => mean.apply_op1(SumSquares)?,
     })
 }
+
+/// `sum_i g_i^2` of any float tensor as an `f64`, outside the autodiff graph: on the CPU the
+/// core's deterministic compensated sum over the (contiguous) values, elsewhere the squares and
+/// their sum in `f64` after a cast.
+///
+/// # Formula
+/// ```text
+/// ||g||^2 = sum_i g_i^2      (accumulated in f64)
+/// ```
+pub fn sum_squares_f64(t: &Tensor) -> Result<f64> {
+    let s = if t.device().is_cpu() {
+        t.contiguous()?.apply_op1_no_bwd(&SumSquares)?
+    } else {
+        t.to_dtype(DType::F64)?.sqr()?.sum_all()?
+    };
+    Ok(s.to_scalar::<f64>()?)
+}

@@ -57,22 +57,30 @@
 pub mod block;
 pub mod error;
 pub mod fused;
+pub mod init;
 pub mod kl;
 pub mod mlp;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod predict;
 pub mod scalar_ops;
 pub mod snapshot;
+pub mod swag;
+pub mod varbuilder;
 pub mod weights;
 
-pub use block::{BlockSpec, ParamTensor, PriorMean, VariationalBlock};
+pub use block::{BlockSpec, ParamTensor, PriorCovariance, PriorMean, VariationalBlock};
 pub use error::{AdapterError, Result};
+pub use init::seeded_var_builder;
 pub use mlp::Mlp;
 pub use model::{BlockKl, KlTerm, PREDICTIVE_BLOCK_BIT, VariationalModel, elbo_loss};
 pub use optim::{CosineSchedule, NesterovSgd, ParamGroup, StepReport};
+pub use plan::{BATCH_NORM_BUFFERS, BlockPlan, BlockRule, PriorCentre};
 pub use predict::{
     ClassificationMetrics, metrics_from_log_probs, posterior_mean_log_probs, predictive_log_probs,
+    predictive_log_probs_of,
 };
 pub use snapshot::HostBlock;
+pub use swag::{SwagCollector, SwagSettings, SwagStatistics};
 pub use weights::Weights;

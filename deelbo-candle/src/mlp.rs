@@ -1,11 +1,14 @@
 //! A ReLU multilayer perceptron whose weights come from a [`Weights`] set, so the same forward
 //! pass runs on MAP weights, on posterior means or on a reparameterized sample.
 //!
-//! Layout (names the forward pass looks up; weight matrices are stored `(fan_in, fan_out)` so a
-//! layer is `x W + b` without a transpose):
+//! Layout (names the forward pass looks up): `candle_nn::linear`'s, weight matrices stored
+//! `(fan_out, fan_in)` and a layer computed as `x W^T + b` by the same candle ops as
+//! `candle_nn::Linear::forward`, so an MLP written with `candle_nn::linear` and built from
+//! [`crate::VariationalModel::var_builder`] computes the same bits as this forward pass on
+//! [`crate::VariationalModel::sample`]:
 //!
-//! - hidden layer `k`: `hidden{k}.weight` `(d_k, d_{k+1})`, `hidden{k}.bias` `(d_{k+1})`, then ReLU;
-//! - classifier: `head.weight` `(d_last, C)`, `head.bias` `(C)`, giving logits `(n, C)`.
+//! - hidden layer `k`: `hidden{k}.weight` `(d_{k+1}, d_k)`, `hidden{k}.bias` `(d_{k+1})`, then ReLU;
+//! - classifier: `head.weight` `(C, d_last)`, `head.bias` `(C)`, giving logits `(n, C)`.
 //!
 //! The hidden layers are the *backbone* (transferred, L2-SP prior), the classifier the *head*
 //! (replaced per task, zero-mean prior).
@@ -34,7 +37,7 @@ impl Mlp {
     pub fn new(input: usize, hidden: Vec<usize>, classes: usize) -> Result<Self> {
         if input == 0 || classes == 0 || hidden.is_empty() || hidden.contains(&0) {
             return Err(AdapterError::InvalidBlock {
-                block: "mlp".to_string(),
+                name: "mlp".to_string(),
                 reason: format!(
                     "sizes must be >= 1 with at least one hidden layer (input {input}, hidden {hidden:?}, classes {classes})"
                 ),
@@ -72,7 +75,7 @@ impl Mlp {
         let mut out = Vec::new();
         let mut fan_in = self.input;
         for (k, &h) in self.hidden.iter().enumerate() {
-            out.push((format!("hidden{k}.weight"), vec![fan_in, h]));
+            out.push((format!("hidden{k}.weight"), vec![h, fan_in]));
             out.push((format!("hidden{k}.bias"), vec![h]));
             fan_in = h;
         }
@@ -83,7 +86,7 @@ impl Mlp {
     pub fn head_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let last = self.hidden.last().copied().unwrap_or(self.input);
         vec![
-            ("head.weight".to_string(), vec![last, self.classes]),
+            ("head.weight".to_string(), vec![self.classes, last]),
             ("head.bias".to_string(), vec![self.classes]),
         ]
     }
@@ -118,7 +121,7 @@ impl Mlp {
         for (name, shape) in shapes {
             let n: usize = shape.iter().product();
             let t = if shape.len() == 2 {
-                let std = (gain / shape[0] as f64).sqrt();
+                let std = (gain / shape[1] as f64).sqrt();
                 let mut eps = vec![0.0f32; n];
                 fill_normals(key, offset, &mut eps);
                 Tensor::from_vec(eps, shape.as_slice(), device)?
@@ -155,18 +158,22 @@ impl Mlp {
         Self::init(self.head_shapes(), 1.0, seed, 1, dtype, device)
     }
 
-    /// Logits `(n, C)` for inputs `x` `(n, input)`:
-    /// `h_0 = x`, `h_{k+1} = relu(h_k W_k + b_k)`, logits `= h_K W_head + b_head`.
+    /// Logits `(n, C)` for inputs `x` `(n, input)`.
+    ///
+    /// # Formula
+    /// ```text
+    /// h_0 = x,  h_{k+1} = relu(h_k W_k^T + b_k),  logits = h_K W_head^T + b_head
+    /// ```
     pub fn forward(&self, weights: &Weights, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for k in 0..self.hidden.len() {
             let w = weights.get(&format!("hidden{k}.weight"))?;
             let b = weights.get(&format!("hidden{k}.bias"))?;
-            h = h.matmul(w)?.broadcast_add(b)?.relu()?;
+            h = h.matmul(&w.t()?)?.broadcast_add(b)?.relu()?;
         }
         let w = weights.get("head.weight")?;
         let b = weights.get("head.bias")?;
-        Ok(h.matmul(w)?.broadcast_add(b)?)
+        Ok(h.matmul(&w.t()?)?.broadcast_add(b)?)
     }
 
     /// Check that `weights` holds every tensor of this architecture with the right shape.

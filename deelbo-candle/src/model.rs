@@ -12,14 +12,22 @@
 //! and the per-example loss `mean_batch NLL(w~) + (1/(kappa N)) sum_b KL_b` is their sum
 //! ([`elbo_loss`]). Gradients come from candle's `backward()`.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::{DType, Device, Tensor, Var};
 use deelbo_core::{
-    Evaluation, IsotropicPosterior, KlTerms, NoiseKey, Objective, PriorVariance, fill_normals,
+    Evaluation, IsotropicPosterior, KlTerms, NoiseKey, Objective, PriorVariance, check,
+    fill_normals,
 };
 
-use crate::block::{BlockSpec, VariationalBlock, check_float};
+use crate::block::{BlockSpec, ParamTensor, PriorCovariance, VariationalBlock, check_float};
 use crate::error::{AdapterError, Result};
-use crate::kl::{kl_at_optimum, kl_fixed, optimal_variance};
+use crate::kl::{
+    kl_at_optimum, kl_fixed, low_rank_kl_at_optimum, low_rank_kl_fixed, low_rank_optimal_variance,
+    low_rank_quadratic, optimal_variance,
+};
+use crate::plan::BlockPlan;
 use crate::scalar_ops::softplus;
 use crate::snapshot::HostBlock;
 use crate::weights::Weights;
@@ -34,9 +42,13 @@ pub const PREDICTIVE_BLOCK_BIT: u32 = 1 << 31;
 pub struct BlockKl {
     /// The block's name.
     pub name: String,
-    /// `M_b = ||m_b - mu_b||^2`.
+    /// `D_b`, the number of weights.
+    pub len: usize,
+    /// `M_b = ||m_b - mu_b||^2`, or for a low-rank prior the Mahalanobis distance
+    /// `Q_b = (m_b - mu_b)^T Sigma_p^-1 (m_b - mu_b)`.
     pub squared_distance: Tensor,
-    /// The prior variance used: `v*_b = M_b/D_b + sigma^2` or the fixed value.
+    /// The prior variance used: `v*_b = M_b/D_b + sigma^2` (low-rank:
+    /// `(Q_b + sigma^2 tr(Sigma_p^-1))/D_b`) or the fixed value.
     pub variance: Tensor,
     /// `KL(q_b || p_b)` at that variance, nats.
     pub kl: Tensor,
@@ -74,6 +86,10 @@ pub fn elbo_loss(mean_nll: &Tensor, kl: &KlTerm) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct VariationalModel {
     blocks: Vec<VariationalBlock>,
+    /// Tensor name -> (block, tensor within the block).
+    index: HashMap<String, (usize, usize)>,
+    /// Non-trainable state (batch-norm running statistics), shared by every builder.
+    buffers: HashMap<String, Var>,
     rho: Var,
     dtype: DType,
     device: Device,
@@ -85,19 +101,32 @@ impl VariationalModel {
     /// `IsotropicPosterior::default()` for the paper's `sigma = 1e-4`). The dtype (`f32`/`f64`)
     /// and device are those of the first tensor; every tensor must match them.
     pub fn new(specs: Vec<BlockSpec>, q: IsotropicPosterior) -> Result<Self> {
+        Self::with_buffers(specs, Vec::new(), q)
+    }
+
+    /// [`VariationalModel::new`] plus named buffers: non-trainable tensors (batch-norm running
+    /// statistics) that the model's VarBuilders hand out as they are, neither sampled nor
+    /// regularized. A buffer that is a candle `Var` is shared (a batch-norm layer's updates of
+    /// its running statistics persist across the per-step rebuilds); any other is copied into
+    /// a fresh `Var`.
+    pub fn with_buffers(
+        specs: Vec<BlockSpec>,
+        buffers: Vec<(String, Tensor)>,
+        q: IsotropicPosterior,
+    ) -> Result<Self> {
         let first = specs
             .iter()
             .flat_map(|s| s.init.iter())
             .next()
             .ok_or_else(|| AdapterError::InvalidBlock {
-                block: "model".to_string(),
+                name: "model".to_string(),
                 reason: "no parameter tensors".to_string(),
             })?;
         let dtype = check_float(&first.0, &first.1)?;
         let device = first.1.device().clone();
         if specs.len() >= PREDICTIVE_BLOCK_BIT as usize {
             return Err(AdapterError::InvalidBlock {
-                block: "model".to_string(),
+                name: "model".to_string(),
                 reason: format!("{} blocks exceed the noise-key limit 2^31", specs.len()),
             });
         }
@@ -106,22 +135,117 @@ impl VariationalModel {
             for (name, t) in &spec.init {
                 if !t.device().same_device(&device) {
                     return Err(AdapterError::InvalidBlock {
-                        block: spec.name.clone(),
+                        name: spec.name.clone(),
                         reason: format!("tensor `{name}` is on another device"),
                     });
                 }
             }
             blocks.push(VariationalBlock::from_spec(spec, index as u32, dtype)?);
         }
+        let mut index = HashMap::new();
+        for (b, block) in blocks.iter().enumerate() {
+            for (k, t) in block.tensors().iter().enumerate() {
+                if index.insert(t.name.clone(), (b, k)).is_some() {
+                    return Err(AdapterError::InvalidBlock {
+                        name: block.name().to_string(),
+                        reason: format!("tensor name `{}` is used twice", t.name),
+                    });
+                }
+            }
+        }
+        let mut buffer_map = HashMap::new();
+        for (name, t) in buffers {
+            if index.contains_key(&name) || buffer_map.contains_key(&name) {
+                return Err(AdapterError::InvalidBlock {
+                    name: "model".to_string(),
+                    reason: format!("buffer name `{name}` is used twice"),
+                });
+            }
+            let var = if t.is_variable() {
+                Var::from_tensor(&t)?
+            } else {
+                Var::from_tensor(&t.detach())?
+            };
+            buffer_map.insert(name, var);
+        }
         let rho = Var::from_tensor(&Tensor::new(q.rho(), &device)?)?;
         let fused = device.is_cpu();
         Ok(Self {
             blocks,
+            index,
+            buffers: buffer_map,
             rho,
             dtype,
             device,
             fused,
         })
+    }
+
+    /// The posterior over the tensors of a `candle_nn::VarMap` (e.g. after building the user's
+    /// model once with `VarBuilder::from_varmap` and loading pretrained weights into it),
+    /// split into blocks by `plan`. The VarMap's `Var`s *are* the variational means: training
+    /// updates them in place, so `varmap.save(..)` afterwards writes the posterior means, and a
+    /// model built from `VarBuilder::from_varmap(&varmap, ..)` is the posterior-mean (MAP)
+    /// network. Prior means of [`crate::PriorCentre::Initial`] blocks are copies of the values
+    /// at this call.
+    pub fn from_varmap(
+        varmap: &candle_nn::VarMap,
+        plan: &BlockPlan,
+        q: IsotropicPosterior,
+    ) -> Result<Self> {
+        let tensors: Vec<(String, Tensor)> = {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| AdapterError::InvalidBlock {
+                    name: "model".to_string(),
+                    reason: "the VarMap's lock is poisoned".to_string(),
+                })?;
+            data.iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect()
+        };
+        let (specs, buffers) = plan.specs(tensors)?;
+        Self::with_buffers(specs, buffers, q)
+    }
+
+    /// The posterior over the tensors of a safetensors file (pretrained weights), split into
+    /// blocks by `plan`; every tensor is copied into a fresh `Var` on `device`.
+    pub fn from_safetensors(
+        path: &Path,
+        plan: &BlockPlan,
+        q: IsotropicPosterior,
+        device: &Device,
+    ) -> Result<Self> {
+        let map = candle_core::safetensors::load(path, device).map_err(|e| AdapterError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let (specs, buffers) = plan.specs(map.into_iter().collect())?;
+        Self::with_buffers(specs, buffers, q)
+    }
+
+    /// The variational tensor named `name` and its block.
+    pub(crate) fn lookup(&self, name: &str) -> Option<(&VariationalBlock, &ParamTensor)> {
+        let &(b, k) = self.index.get(name)?;
+        let block = &self.blocks[b];
+        Some((block, &block.tensors()[k]))
+    }
+
+    /// The buffer named `name` (non-trainable state such as batch-norm running statistics).
+    pub fn buffer(&self, name: &str) -> Option<&Var> {
+        self.buffers.get(name)
+    }
+
+    /// Every buffer, sorted by name.
+    pub fn buffers(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .buffers
+            .iter()
+            .map(|(n, b)| (n.clone(), b.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Choose the fused CPU ops ([`crate::fused`]: one pass per tensor, noise regenerated in the
@@ -213,30 +337,40 @@ impl VariationalModel {
         })
     }
 
+    /// `w = m + sigma eps` for one tensor, `eps_j = normal_at(key, offset + j)`; `track`
+    /// connects the result to the mean (training) or not (prediction).
+    pub(crate) fn draw(
+        &self,
+        t: &ParamTensor,
+        sigma: &Tensor,
+        key: NoiseKey,
+        track: bool,
+    ) -> Result<Tensor> {
+        let m = if track {
+            t.mean.as_tensor().clone()
+        } else {
+            t.mean.as_detached_tensor()
+        };
+        Ok(if self.fused {
+            crate::fused::reparameterize(&m, sigma, key, t.offset)?
+        } else {
+            let eps = self.noise(key, t.offset, &m)?;
+            // w = m + (sigma eps): product then sum, each rounded in the model dtype.
+            m.add(&eps.broadcast_mul(&sigma.to_dtype(self.dtype)?)?)?
+        })
+    }
+
     fn sample_with(
         &self,
         sigma: &Tensor,
         key_of: impl Fn(u32) -> NoiseKey,
         track: bool,
     ) -> Result<Weights> {
-        let sigma_t = sigma.to_dtype(self.dtype)?;
         let mut out = Weights::new();
         for block in &self.blocks {
             let key = key_of(block.index());
             for t in block.tensors() {
-                let m = if track {
-                    t.mean.as_tensor().clone()
-                } else {
-                    t.mean.as_detached_tensor()
-                };
-                let w = if self.fused {
-                    crate::fused::reparameterize(&m, sigma, key, t.offset)?
-                } else {
-                    let eps = self.noise(key, t.offset, &m)?;
-                    // w = m + (sigma eps): product then sum, each rounded in the model dtype.
-                    m.add(&eps.broadcast_mul(&sigma_t)?)?
-                };
-                out.push(t.name.clone(), w);
+                out.push(t.name.clone(), self.draw(t, sigma, key, track)?);
             }
         }
         Ok(out)
@@ -271,24 +405,49 @@ impl VariationalModel {
     }
 
     /// The KL part of the loss for `objective` (kappa, `N`): per block `KL* = (D_b/2)
-    /// ln(1 + M_b/(D_b sigma^2))` when the variance is learned or `KL(v_b)` when fixed, their sum,
-    /// and the sum divided by `kappa N`. All graph-connected to the means and `rho`.
+    /// ln(1 + M_b/(D_b sigma^2))` when the variance is learned or `KL(v_b)` when fixed (for a
+    /// low-rank prior the forms of [`crate::kl::low_rank_kl_at_optimum`]), their sum, and the sum
+    /// divided by `kappa N`. All graph-connected to the means and `rho`.
+    ///
+    /// # Formula
+    /// ```text
+    /// loss_KL = (1/(kappa N)) sum_b KL_b,   KL*_b = (D_b/2) ln(1 + M_b/(D_b sigma^2))
+    /// ```
     pub fn kl(&self, objective: &Objective) -> Result<KlTerm> {
         let sigma = self.sigma_tensor()?;
         let sigma2 = sigma.sqr()?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
         let mut total: Option<Tensor> = None;
         for block in &self.blocks {
-            let m = block.squared_distance(self.fused)?;
-            let (variance, kl) = match block.variance() {
-                PriorVariance::Learned => (
-                    optimal_variance(block.len(), &m, &sigma2)?,
-                    kl_at_optimum(block.len(), &m, &sigma2)?,
-                ),
-                PriorVariance::Fixed(v) => (
-                    Tensor::new(v, &self.device)?,
-                    kl_fixed(block.len(), &m, &sigma2, v)?,
-                ),
+            let d = block.len();
+            let (m, variance, kl) = match (block.covariance(), block.variance()) {
+                (PriorCovariance::Isotropic, setting) => {
+                    let m = block.squared_distance(self.fused)?;
+                    let (variance, kl) = match setting {
+                        PriorVariance::Learned => (
+                            optimal_variance(d, &m, &sigma2)?,
+                            kl_at_optimum(d, &m, &sigma2)?,
+                        ),
+                        PriorVariance::Fixed(v) => {
+                            (Tensor::new(v, &self.device)?, kl_fixed(d, &m, &sigma2, v)?)
+                        }
+                    };
+                    (m, variance, kl)
+                }
+                (PriorCovariance::LowRank(prior), setting) => {
+                    let q = low_rank_quadratic(block, prior)?;
+                    let (variance, kl) = match setting {
+                        PriorVariance::Learned => (
+                            low_rank_optimal_variance(prior, &q, &sigma2)?,
+                            low_rank_kl_at_optimum(prior, &q, &sigma2)?,
+                        ),
+                        PriorVariance::Fixed(v) => (
+                            Tensor::new(v, &self.device)?,
+                            low_rank_kl_fixed(prior, &q, &sigma2, v)?,
+                        ),
+                    };
+                    (q, variance, kl)
+                }
             };
             total = Some(match total {
                 Some(acc) => acc.add(&kl)?,
@@ -296,13 +455,14 @@ impl VariationalModel {
             });
             blocks.push(BlockKl {
                 name: block.name().to_string(),
+                len: d,
                 squared_distance: m,
                 variance,
                 kl,
             });
         }
         let total = total.ok_or_else(|| AdapterError::InvalidBlock {
-            block: "model".to_string(),
+            name: "model".to_string(),
             reason: "no blocks".to_string(),
         })?;
         let loss = total.affine(1.0 / objective.kappa_n(), 0.0)?;
@@ -315,23 +475,24 @@ impl VariationalModel {
 
     /// The L2-SP penalty of MAP training: `sum_b (c_b/2) ||m_b - mu_b||^2`, one coefficient per
     /// block (e.g. `[alpha, beta]` for backbone and head), as a scalar `f64` tensor.
+    ///
+    /// # Formula
+    /// ```text
+    /// penalty = sum_b (c_b/2) ||m_b - mu_b||^2
+    /// ```
     pub fn l2sp_penalty(&self, coefficients: &[f64]) -> Result<Tensor> {
-        if coefficients.len() != self.blocks.len() {
-            return Err(AdapterError::InvalidSetting {
-                name: "number of L2-SP coefficients".to_string(),
-                value: coefficients.len() as f64,
-                reason: format!("the model has {} blocks", self.blocks.len()),
-            });
-        }
+        check::same_len(
+            "L2-SP coefficients (one per block)",
+            self.blocks.len(),
+            coefficients.len(),
+        )?;
         let mut total = Tensor::new(0.0f64, &self.device)?;
         for (block, &c) in self.blocks.iter().zip(coefficients) {
-            if !(c.is_finite() && c >= 0.0) {
-                return Err(AdapterError::InvalidSetting {
-                    name: format!("L2-SP coefficient of block `{}`", block.name()),
-                    value: c,
-                    reason: "must be finite and >= 0".to_string(),
-                });
-            }
+            check::in_range(
+                &format!("L2-SP coefficient of block `{}`", block.name()),
+                c,
+                0.0..,
+            )?;
             if c > 0.0 {
                 total = total.add(&block.squared_distance(self.fused)?.affine(0.5 * c, 0.0)?)?;
             }
@@ -345,7 +506,14 @@ impl VariationalModel {
         let q = self.posterior()?;
         self.blocks
             .iter()
-            .map(|b| Ok((HostBlock::of(b)?.kl_terms(&q)?, b.variance())))
+            .map(|b| {
+                let host = HostBlock::of(b)?;
+                let terms = match b.covariance() {
+                    PriorCovariance::Isotropic => host.kl_terms(&q)?,
+                    PriorCovariance::LowRank(prior) => host.low_rank_kl_terms(prior, &q)?,
+                };
+                Ok((terms, b.variance()))
+            })
             .collect()
     }
 

@@ -12,9 +12,11 @@
 //! every mean update through a shared norm).
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
+use deelbo_core::check;
 
 use crate::error::{AdapterError, Result};
+use crate::fused::sum_squares_f64;
 
 /// `lr_t = lr_0 (1 + cos(pi t / T))/2` for steps `t = 0 .. T-1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,24 +28,17 @@ pub struct CosineSchedule {
 impl CosineSchedule {
     /// A schedule from `base` (> 0, finite) over `total_steps` (>= 1) steps.
     pub fn new(base: f64, total_steps: usize) -> Result<Self> {
-        if !(base.is_finite() && base > 0.0) {
-            return Err(AdapterError::InvalidSetting {
-                name: "learning rate".to_string(),
-                value: base,
-                reason: "must be positive and finite".to_string(),
-            });
-        }
-        if total_steps == 0 {
-            return Err(AdapterError::InvalidSetting {
-                name: "number of steps".to_string(),
-                value: 0.0,
-                reason: "must be at least 1".to_string(),
-            });
-        }
+        check::positive("learning rate", base)?;
+        check::in_range("number of steps", total_steps as f64, 1.0..)?;
         Ok(Self { base, total_steps })
     }
 
     /// The learning rate at step `t`.
+    ///
+    /// # Formula
+    /// ```text
+    /// lr_t = lr_0 (1 + cos(pi t / T)) / 2
+    /// ```
     pub fn lr(&self, step: usize) -> f64 {
         let frac = step as f64 / self.total_steps as f64;
         self.base * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
@@ -84,22 +79,10 @@ pub struct NesterovSgd {
 impl NesterovSgd {
     /// An optimizer for `groups` with momentum `mu` in `[0, 1)`; clip norms must be > 0.
     pub fn new(groups: Vec<ParamGroup>, momentum: f64) -> Result<Self> {
-        if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
-            return Err(AdapterError::InvalidSetting {
-                name: "momentum".to_string(),
-                value: momentum,
-                reason: "must be in [0, 1)".to_string(),
-            });
-        }
+        check::in_range("momentum", momentum, 0.0..1.0)?;
         for g in &groups {
-            if let Some(c) = g.clip_norm
-                && !(c.is_finite() && c > 0.0)
-            {
-                return Err(AdapterError::InvalidSetting {
-                    name: "gradient clip norm".to_string(),
-                    value: c,
-                    reason: "must be positive and finite".to_string(),
-                });
+            if let Some(c) = g.clip_norm {
+                check::positive("gradient clip norm", c)?;
             }
         }
         let buffers = groups.iter().map(|g| vec![None; g.vars.len()]).collect();
@@ -111,7 +94,14 @@ impl NesterovSgd {
     }
 
     /// One update with learning rate `lr` from the gradients in `grads`. Parameters without a
-    /// gradient (not reached by the loss) are left alone. Errors on a non-finite gradient norm.
+    /// gradient (not reached by the loss) are left alone. Errors on a non-finite gradient norm
+    /// ([`AdapterError::Diverged`]). The squared norm of a group is summed in `f64` (the core's
+    /// deterministic compensated sum on the CPU).
+    ///
+    /// # Formula
+    /// ```text
+    /// g <- g min(1, c/||g_group||),  b <- mu b + g,  p <- p - lr (g + mu b)
+    /// ```
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepReport> {
         let mut report = StepReport {
             grad_norms: Vec::with_capacity(self.groups.len()),
@@ -121,19 +111,14 @@ impl NesterovSgd {
             let mut sq = 0.0f64;
             for var in &group.vars {
                 if let Some(g) = grads.get(var.as_tensor()) {
-                    sq += g
-                        .sqr()?
-                        .sum_all()?
-                        .to_dtype(DType::F64)?
-                        .to_scalar::<f64>()?;
+                    sq += sum_squares_f64(g)?;
                 }
             }
             let norm = sq.sqrt();
             if !norm.is_finite() {
-                return Err(AdapterError::InvalidSetting {
+                return Err(AdapterError::Diverged {
                     name: "gradient norm".to_string(),
                     value: norm,
-                    reason: "the loss produced a non-finite gradient (diverged?)".to_string(),
                 });
             }
             let scale = match group.clip_norm {

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::ops::log_softmax;
+use deelbo_core::check;
 use deelbo_core::deterministic_sum;
 
 use crate::error::{AdapterError, Result};
@@ -27,11 +28,13 @@ pub fn metrics_from_log_probs(log_probs: &Tensor, labels: &[u32]) -> Result<Clas
     let rows = log_probs.to_dtype(DType::F64)?.to_vec2::<f64>()?;
     if rows.len() != labels.len() {
         return Err(AdapterError::InvalidLabels {
+            name: "labels".to_string(),
             reason: format!("{} labels for {} predictions", labels.len(), rows.len()),
         });
     }
     if rows.is_empty() {
         return Err(AdapterError::InvalidLabels {
+            name: "labels".to_string(),
             reason: "no examples".to_string(),
         });
     }
@@ -41,6 +44,7 @@ pub fn metrics_from_log_probs(log_probs: &Tensor, labels: &[u32]) -> Result<Clas
         let y = y as usize;
         let Some(&lp) = row.get(y) else {
             return Err(AdapterError::InvalidLabels {
+                name: "labels".to_string(),
                 reason: format!("label {y} at row {n} is outside 0..{}", row.len()),
             });
         };
@@ -77,35 +81,28 @@ where
     Ok(log_softmax(&logits, 1)?)
 }
 
-/// `ln((1/S) sum_s softmax(f(x; w_s)))` for `S = samples` draws
-/// `w_s = model.sample_predictive(seed, s)`, combined per entry by a stable log-sum-exp in `f64`;
-/// `(n, C)`, dtype `f64`.
-pub fn predictive_log_probs<F>(
-    model: &VariationalModel,
-    forward: F,
-    x: &Tensor,
-    samples: usize,
-    seed: u64,
-) -> Result<Tensor>
-where
-    F: Fn(&Weights, &Tensor) -> Result<Tensor>,
-{
-    if samples == 0 || samples > u32::MAX as usize {
-        return Err(AdapterError::InvalidSetting {
-            name: "predictive samples".to_string(),
-            value: samples as f64,
-            reason: "must be in 1..=2^32-1".to_string(),
-        });
-    }
-    let mut per_sample: Vec<Vec<f64>> = Vec::with_capacity(samples);
-    let mut dims = (0, 0);
-    for s in 0..samples {
-        let w = model.sample_predictive(seed, s as u32)?;
-        let lp = log_softmax(&forward(&w, x)?, 1)?.to_dtype(DType::F64)?;
-        dims = lp.dims2()?;
-        per_sample.push(lp.flatten_all()?.to_vec1::<f64>()?);
-    }
-    let ln_s = (samples as f64).ln();
+fn check_samples(samples: usize) -> Result<()> {
+    check::in_range(
+        "predictive samples",
+        samples as f64,
+        1.0..=f64::from(u32::MAX),
+    )?;
+    Ok(())
+}
+
+/// `ln((1/S) sum_s p_s)` per entry from `S` matrices of log-probabilities `ln p_s` (all of
+/// shape `dims`), by a stable log-sum-exp in `f64`.
+///
+/// # Formula
+/// ```text
+/// ln p(y | x) = max_s l_s + ln sum_s exp(l_s - max_s l_s) - ln S
+/// ```
+fn log_mean_exp(
+    per_sample: &[Vec<f64>],
+    dims: (usize, usize),
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let ln_s = (per_sample.len() as f64).ln();
     let out: Vec<f64> = (0..dims.0 * dims.1)
         .map(|j| {
             let max = per_sample
@@ -120,5 +117,65 @@ where
                 - ln_s
         })
         .collect();
-    Ok(Tensor::from_vec(out, dims, x.device())?)
+    Ok(Tensor::from_vec(out, dims, device)?)
+}
+
+/// `ln((1/S) sum_s softmax(f(x; w_s)))` for `S = samples` draws
+/// `w_s = model.sample_predictive(seed, s)`, combined per entry by a stable log-sum-exp in `f64`;
+/// `(n, C)`, dtype `f64`.
+///
+/// # Formula
+/// ```text
+/// p(y | x) ~= (1/S) sum_s softmax(f(x; m + sigma eps_s))_y
+/// ```
+pub fn predictive_log_probs<F>(
+    model: &VariationalModel,
+    forward: F,
+    x: &Tensor,
+    samples: usize,
+    seed: u64,
+) -> Result<Tensor>
+where
+    F: Fn(&Weights, &Tensor) -> Result<Tensor>,
+{
+    check_samples(samples)?;
+    let mut per_sample: Vec<Vec<f64>> = Vec::with_capacity(samples);
+    let mut dims = (0, 0);
+    for s in 0..samples {
+        let w = model.sample_predictive(seed, s as u32)?;
+        let lp = log_softmax(&forward(&w, x)?, 1)?.to_dtype(DType::F64)?;
+        dims = lp.dims2()?;
+        per_sample.push(lp.flatten_all()?.to_vec1::<f64>()?);
+    }
+    log_mean_exp(&per_sample, dims, x.device())
+}
+
+/// The S-sample predictive of any candle model: `logits_of(vb)` builds the model from the
+/// VarBuilder `vb` = [`VariationalModel::predictive_var_builder`]`(seed, s)` and returns its
+/// logits `(n, C)` on the evaluation inputs; the result is `ln((1/S) sum_s softmax(logits_s))`,
+/// `(n, C)`, `f64`.
+///
+/// # Formula
+/// ```text
+/// p(y | x) ~= (1/S) sum_s softmax(f(x; m + sigma eps_s))_y
+/// ```
+pub fn predictive_log_probs_of<F>(
+    model: &VariationalModel,
+    logits_of: F,
+    samples: usize,
+    seed: u64,
+) -> Result<Tensor>
+where
+    F: Fn(candle_nn::VarBuilder<'_>) -> Result<Tensor>,
+{
+    check_samples(samples)?;
+    let mut per_sample: Vec<Vec<f64>> = Vec::with_capacity(samples);
+    let mut dims = (0, 0);
+    for s in 0..samples {
+        let logits = logits_of(model.predictive_var_builder(seed, s as u32)?)?;
+        let lp = log_softmax(&logits, 1)?.to_dtype(DType::F64)?;
+        dims = lp.dims2()?;
+        per_sample.push(lp.flatten_all()?.to_vec1::<f64>()?);
+    }
+    log_mean_exp(&per_sample, dims, model.device())
 }

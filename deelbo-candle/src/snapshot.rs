@@ -8,7 +8,8 @@
 //! on `candle_core::Tensor` itself.)
 
 use candle_core::{DType, Tensor};
-use deelbo_core::{IsotropicPosterior, KlTerms};
+use deelbo_core::LowRankScale;
+use deelbo_core::{IsotropicPosterior, KlTerms, LowRankPrior};
 
 use crate::block::VariationalBlock;
 use crate::error::Result;
@@ -57,6 +58,29 @@ impl HostBlock {
             &self.mean[..],
             self.prior_mean.as_deref(),
             q.stats(),
+        )?)
+    }
+
+    /// The core's [`KlTerms`] for this block under a low-rank-plus-diagonal prior and the
+    /// isotropic posterior `q` (`LowRankPrior::kl_terms(m, mu, sigma)`; zero prior mean when
+    /// the block has none).
+    pub fn low_rank_kl_terms(
+        &self,
+        prior: &LowRankPrior,
+        q: &IsotropicPosterior,
+    ) -> Result<KlTerms> {
+        let zeros;
+        let mu = match &self.prior_mean {
+            Some(mu) => mu.as_slice(),
+            None => {
+                zeros = vec![0.0; self.mean.len()];
+                zeros.as_slice()
+            }
+        };
+        Ok(prior.kl_terms(
+            &self.mean[..],
+            mu,
+            LowRankScale::Isotropic { sigma: q.sigma() },
         )?)
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use deelbo_transfer::{
-    BarProgress, FinetuneConfig, Method, TransferConfig, format_table, run_experiment, run_finetune,
+    Architecture, BarProgress, FinetuneConfig, Method, TransferConfig, format_table,
+    run_experiment, run_finetune,
 };
 
 /// Threads for candle's CPU kernels. One per run is fastest for these small networks on a
@@ -31,9 +32,12 @@ impl ThreadArgs {
 /// Arguments of `deelbo finetune`.
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
-    /// The protocol: map-grid (145 runs), elbo or de-elbo (4 runs each).
+    /// The protocol: map-grid (145 runs), elbo, de-elbo or de-elbo-ptyl (4 runs each).
     #[arg(long, value_parser = parse_method)]
     pub method: Method,
+    /// The network: mlp (64-256-256) or conv (conv2d + batch_norm + linear).
+    #[arg(long, default_value = "mlp", value_parser = parse_arch)]
+    pub arch: Architecture,
     /// Training-set size N (stratified over the target digits 5-9).
     #[arg(long, default_value_t = 100)]
     pub n: usize,
@@ -61,17 +65,24 @@ pub struct ExperimentArgs {
 /// The experiments.
 #[derive(Debug, Subcommand)]
 pub enum Experiment {
-    /// MAP + grid search vs plain ELBO vs DE-ELBO fine-tuning a pretrained MLP on 8x8 digits:
-    /// N in {50, 100, 500}, 3 seeds; table, transfer.json and figure. Checkpointed.
+    /// MAP + grid search vs plain ELBO vs DE-ELBO (L2-SP and PTYL priors) fine-tuning a
+    /// pretrained MLP and conv net on 8x8 digits: N in {50, 100, 500}, 3 seeds; table,
+    /// transfer.json and figure. Checkpointed.
     Transfer(TransferArgs),
 }
 
 /// Arguments of `deelbo experiment transfer`.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// One N, one seed and reduced grids (about a minute).
+    /// The MLP, one N, one seed and reduced grids (about a minute).
     #[arg(long)]
     pub quick: bool,
+    /// Only these networks (repeatable; default: mlp and conv, or mlp with --quick).
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Vec<Architecture>,
+    /// Only these seeds (comma-separated; default 0,1,2, or 0 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
     /// Output directory: pretrained network, checkpoints, transfer.json, table.txt, figures.
     #[arg(long, default_value = "deelbo-transfer-out")]
     pub out: PathBuf,
@@ -86,12 +97,21 @@ fn parse_method(s: &str) -> std::result::Result<Method, String> {
     s.parse::<Method>().map_err(|e| e.to_string())
 }
 
+fn parse_arch(s: &str) -> std::result::Result<Architecture, String> {
+    s.parse::<Architecture>().map_err(|e| e.to_string())
+}
+
 /// Run `deelbo finetune`.
 pub fn run_finetune_command(args: &FinetuneArgs) -> Result<()> {
     args.threads.apply();
-    let config = FinetuneConfig::new(args.n, args.seed, args.method, &args.out);
-    let report = run_finetune(&config, &mut BarProgress::new())
-        .with_context(|| format!("fine-tuning with {} (N = {})", args.method, args.n))?;
+    let mut config = FinetuneConfig::new(args.n, args.seed, args.method, &args.out);
+    config.arch = args.arch;
+    let report = run_finetune(&config, &mut BarProgress::new()).with_context(|| {
+        format!(
+            "fine-tuning {} with {} (N = {})",
+            args.arch, args.method, args.n
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&report.row)?);
     } else {
@@ -115,19 +135,24 @@ fn run_transfer(args: &TransferArgs) -> Result<()> {
         TransferConfig::full(&args.out)
     };
     config.resume = args.resume;
+    if !args.arch.is_empty() {
+        config.architectures = args.arch.clone();
+    }
+    if !args.seeds.is_empty() {
+        config.seeds = args.seeds.clone();
+    }
     let report = run_experiment(&config, &mut BarProgress::new())
         .with_context(|| format!("transfer experiment in {}", args.out.display()))?;
     println!("{}", format_table(&report.rows));
-    println!(
-        "pretrained source accuracy {:.3} ({}); {} runs restored from checkpoints",
-        report.pretrain.source_accuracy,
-        if report.pretrained_reused {
-            "cached"
-        } else {
-            "trained now"
-        },
-        report.restored_runs
-    );
+    for (p, reused) in report.pretrain.iter().zip(&report.pretrained_reused) {
+        println!(
+            "pretrained {}: source accuracy {:.3} ({})",
+            p.arch,
+            p.source_accuracy,
+            if *reused { "cached" } else { "trained now" }
+        );
+    }
+    println!("{} runs restored from checkpoints", report.restored_runs);
     for path in [
         &report.files.json,
         &report.files.table,

@@ -731,6 +731,33 @@ fn finetune_and_experiment_reject_bad_input_before_training() {
         s(&out),
     ]);
     assert_one_line_error(&r, &["n = 3"]);
+    // An unknown architecture is a usage error naming the valid ones.
+    let r = deelbo(&[
+        "finetune",
+        "--method",
+        "de-elbo",
+        "--arch",
+        "resnet",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("mlp or conv"), "{}", r.stderr);
+    let r = deelbo(&["experiment", "transfer", "--arch", "vit", "--out", s(&out)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // The PTYL protocol validates N like the others, before any pretraining.
+    let r = deelbo(&[
+        "finetune",
+        "--method",
+        "de-elbo-ptyl",
+        "--arch",
+        "conv",
+        "--n",
+        "4",
+        "--out",
+        s(&out),
+    ]);
+    assert_one_line_error(&r, &["n = 4"]);
     // --threads 0 is a usage error.
     let r = deelbo(&["experiment", "transfer", "--threads", "0", "--out", s(&out)]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -746,5 +773,6 @@ fn finetune_and_experiment_reject_bad_input_before_training() {
         s(&out),
     ]);
     assert_one_line_error(&r, &["runs.jsonl", "line 1"]);
-    assert!(!out.join("pretrained.safetensors").exists());
+    assert!(!out.join("pretrained-mlp.safetensors").exists());
+    assert!(!out.join("pretrained-conv.safetensors").exists());
 }

@@ -71,6 +71,15 @@ pub enum CoreError {
         /// The number of classes (columns of the logits).
         classes: usize,
     },
+    /// An operation that applies to one prior covariance shape used on a block of another (e.g.
+    /// the isotropic mean gradient on a low-rank block).
+    #[error("{name}: {reason}")]
+    PriorShapeMismatch {
+        /// The operation.
+        name: String,
+        /// What shape the block has and what to use instead.
+        reason: String,
+    },
     /// A matrix that must be symmetric positive definite is not: Cholesky met a pivot <= 0.
     #[error("{name} is not positive definite (Cholesky pivot {pivot} at index {index})")]
     NotPositiveDefinite {

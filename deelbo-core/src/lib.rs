@@ -74,7 +74,10 @@ pub use posterior::{
     DEFAULT_INITIAL_SIGMA, DiagonalPosterior, IsotropicPosterior, ScaleStats, inverse_softplus,
     sigmoid, softplus,
 };
-pub use prior::{KlTerms, LowRankPrior, LowRankScale, PriorVariance, isotropic_log_density};
+pub use prior::{
+    KlTerms, LowRankDiagnostics, LowRankPrior, LowRankScale, MahalanobisParts, PriorShape,
+    PriorVariance, isotropic_log_density,
+};
 pub use tensor::{
     CompensatedSum, ParamBlock, ParamBlockMut, REDUCTION_CHUNK, REDUCTION_LANES, Real,
     deterministic_sum,

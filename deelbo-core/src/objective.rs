@@ -21,8 +21,8 @@ use crate::check;
 use crate::error::{CoreError, Result};
 use crate::kappa::{Kappa, KappaRule};
 use crate::posterior::{IsotropicPosterior, sigmoid, softplus};
-use crate::prior::{KlTerms, PriorVariance};
-use crate::tensor::{ParamBlock, ParamBlockMut};
+use crate::prior::{KlTerms, LowRankPrior, PriorShape, PriorVariance};
+use crate::tensor::{ParamBlock, ParamBlockMut, Real};
 
 /// The objective's constants: kappa and the training-set size `N`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,8 +38,12 @@ pub struct BlockEvaluation {
     pub variance: f64,
     /// `KL(q_b || p_b)` at that variance, in nats.
     pub kl: f64,
-    /// `1/(kappa N v_b)`: the isotropic-prior KL gradient of the loss is this times `(m - mu)`.
+    /// `1/(kappa N v_b)`: the KL gradient of the loss in the means is this times `(m - mu)`
+    /// (isotropic prior) or times `Sigma_p^-1 (m - mu)` (low-rank prior).
     pub mean_gradient_scale: f64,
+    /// The prior covariance shape, which decides the mean-gradient form
+    /// ([`Objective::add_kl_mean_gradient`] or [`Objective::add_low_rank_kl_mean_gradient`]).
+    pub shape: PriorShape,
     /// `d loss/d(sigma^2)` from this block's KL when `q` is isotropic:
     /// `(1/(kappa N)) dKL_b/d(sigma^2)`; `None` for a diagonal posterior.
     pub loss_grad_sigma2: Option<f64>,
@@ -146,6 +150,7 @@ impl Objective {
                 variance: v,
                 kl,
                 mean_gradient_scale: 1.0 / (kn * v),
+                shape: terms.shape,
                 loss_grad_sigma2: terms.kl_grad_sigma2(v).map(|g| g / kn),
             });
         }
@@ -161,16 +166,59 @@ impl Objective {
 
     /// Add the KL part of `d loss/d m` for an isotropic-prior block to `grad`:
     /// `grad_i += (m_i - mu_i)/(kappa N v_b)` (or `m_i/(kappa N v_b)` for a zero prior mean).
+    /// A low-rank block is an error ([`CoreError::PriorShapeMismatch`]): its gradient is
+    /// [`Objective::add_low_rank_kl_mean_gradient`].
+    ///
+    /// # Formula
+    /// ```text
+    /// grad_i += (m_i - mu_i) / (kappa N v_b)
+    /// ```
     pub fn add_kl_mean_gradient<B: ParamBlockMut + ?Sized>(
         grad: &mut B,
         mean: &B,
         prior_mean: Option<&B>,
         block: &BlockEvaluation,
     ) -> Result<()> {
+        if block.shape != PriorShape::Isotropic {
+            return Err(CoreError::PriorShapeMismatch {
+                name: "Objective::add_kl_mean_gradient".to_string(),
+                reason: "the block has a low-rank prior; use add_low_rank_kl_mean_gradient"
+                    .to_string(),
+            });
+        }
         match prior_mean {
             Some(mu) => grad.add_scaled_difference(block.mean_gradient_scale, mean, mu),
             None => grad.axpy(block.mean_gradient_scale, mean),
         }
+    }
+
+    /// Add the KL part of `d loss/d m` for a block with the low-rank-plus-diagonal prior
+    /// `N(mu, v_b Sigma_p)` to `grad` (`D` values, the block's flat layout). An isotropic block is
+    /// an error ([`CoreError::PriorShapeMismatch`]).
+    ///
+    /// # Formula
+    /// ```text
+    /// grad += Sigma_p^-1 (m - mu) / (kappa N v_b)
+    /// ```
+    pub fn add_low_rank_kl_mean_gradient<T: Real>(
+        grad: &mut [T],
+        mean: &[T],
+        prior_mean: &[T],
+        prior: &LowRankPrior,
+        block: &BlockEvaluation,
+    ) -> Result<()> {
+        if block.shape != PriorShape::LowRank {
+            return Err(CoreError::PriorShapeMismatch {
+                name: "Objective::add_low_rank_kl_mean_gradient".to_string(),
+                reason: "the block has an isotropic prior; use add_kl_mean_gradient".to_string(),
+            });
+        }
+        check::same_len("gradient", prior.len(), grad.len())?;
+        let g = prior.kl_grad_mean(mean, prior_mean, 1.0)?;
+        for (out, g) in grad.iter_mut().zip(g) {
+            *out = T::from_f64_rounded(out.as_f64() + block.mean_gradient_scale * g);
+        }
+        Ok(())
     }
 }
 

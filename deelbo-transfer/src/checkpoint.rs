@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Method, ProtocolSettings};
 use crate::error::{Result, TransferError};
+use crate::models::Architecture;
 use crate::train::RunOutcome;
+
+/// What identifies a run across resumes: architecture, N, seed, method, index in the protocol.
+pub type RunKey = (Architecture, usize, u64, Method, usize);
 
 /// File name of the run log inside the output directory.
 pub const RUNS_FILE: &str = "runs.jsonl";
@@ -61,6 +65,8 @@ impl Stage {
 /// One finished training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The network.
+    pub arch: Architecture,
     /// Training-set size N.
     pub n: usize,
     /// Seed.
@@ -84,8 +90,8 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// The key that identifies the run across resumes.
-    pub fn key(&self) -> (usize, u64, Method, usize) {
-        (self.n, self.seed, self.method, self.index)
+    pub fn key(&self) -> RunKey {
+        (self.arch, self.n, self.seed, self.method, self.index)
     }
 }
 
@@ -183,10 +189,8 @@ impl Checkpoint {
     }
 
     /// The recorded run with this key, if any.
-    pub fn find(&self, n: usize, seed: u64, method: Method, index: usize) -> Option<&RunRecord> {
-        self.records
-            .iter()
-            .find(|r| r.key() == (n, seed, method, index))
+    pub fn find(&self, key: RunKey) -> Option<&RunRecord> {
+        self.records.iter().find(|r| r.key() == key)
     }
 
     /// Append a finished run and make it durable (flush + fsync) before returning.
@@ -265,6 +269,11 @@ fn describe_difference(a: &ProtocolSettings, b: &ProtocolSettings) -> String {
             "validation-fraction",
             format!("{:?}", a.validation_fraction),
             format!("{:?}", b.validation_fraction),
+        ),
+        (
+            "predictive-samples",
+            format!("{:?}", a.predictive_samples),
+            format!("{:?}", b.predictive_samples),
         ),
         (
             "training settings",

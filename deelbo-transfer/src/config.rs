@@ -9,7 +9,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use deelbo_core::check;
+
 use crate::error::{Result, TransferError};
+use crate::models::Architecture;
 use crate::pretrain::PretrainSettings;
 use crate::train::TrainSettings;
 
@@ -26,18 +29,29 @@ pub enum Method {
     /// The data-emphasized ELBO (kappa = D/N), lr grid selected by final training loss.
     #[serde(rename = "de-elbo")]
     DeElbo,
+    /// The DE-ELBO with the PTYL backbone prior: `N(theta_swag, lambda Sigma_swag)`, the SWAG
+    /// mean and low-rank-plus-diagonal covariance of the source task, lambda learned; same lr
+    /// grid and selection.
+    #[serde(rename = "de-elbo-ptyl")]
+    DeElboPtyl,
 }
 
 impl Method {
     /// All methods, in table order.
-    pub const ALL: [Method; 3] = [Method::MapGrid, Method::Elbo, Method::DeElbo];
+    pub const ALL: [Method; 4] = [
+        Method::MapGrid,
+        Method::Elbo,
+        Method::DeElbo,
+        Method::DeElboPtyl,
+    ];
 
-    /// The name used in files and tables: `map-grid`, `elbo`, `de-elbo`.
+    /// The name used in files and tables: `map-grid`, `elbo`, `de-elbo`, `de-elbo-ptyl`.
     pub fn name(&self) -> &'static str {
         match self {
             Method::MapGrid => "map-grid",
             Method::Elbo => "elbo",
             Method::DeElbo => "de-elbo",
+            Method::DeElboPtyl => "de-elbo-ptyl",
         }
     }
 }
@@ -56,14 +70,26 @@ impl FromStr for Method {
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| TransferError::InvalidConfig {
-                parameter: "method".to_string(),
+                name: "method".to_string(),
                 value: s.to_string(),
-                reason: "expected one of map-grid, elbo, de-elbo".to_string(),
+                reason: "expected one of map-grid, elbo, de-elbo, de-elbo-ptyl".to_string(),
             })
     }
 }
 
 /// The settings every protocol shares: grids, split, optimizer and budget, pretraining.
+///
+/// # Parameters
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `alphas` | `1e-2 .. 1e-6, 0` | each `>= 0` | L2-SP backbone strengths of the MAP grid |
+/// | `betas` | `1e-2 .. 1e-6, 0` | each `>= 0` | L2-SP head strengths of the MAP grid |
+/// | `grid_lrs` | `1e-1 .. 1e-4` | each `> 0` | learning rates of the MAP grid |
+/// | `elbo_lrs` | `1e-1 .. 1e-4` | each `> 0` | learning rates each ELBO tries |
+/// | `validation_fraction` | 0.2 | `(0, 1)` | share of N held out by the grid search |
+/// | `predictive_samples` | 10 | `>= 1` | `S` of the S-sample predictive test metrics |
+/// | `train` | [`TrainSettings::default`] | | optimizer and budget of every run |
+/// | `pretrain` | [`PretrainSettings::default`] | | the source network and its SWAG phase |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProtocolSettings {
     /// L2-SP backbone strengths alpha of the MAP grid.
@@ -76,6 +102,8 @@ pub struct ProtocolSettings {
     pub elbo_lrs: Vec<f64>,
     /// Fraction of the N training examples held out for validation by the grid search.
     pub validation_fraction: f64,
+    /// Samples `S` of the predictive test metrics of the ELBO runs.
+    pub predictive_samples: usize,
     /// Optimizer and step budget of every fine-tuning run.
     pub train: TrainSettings,
     /// How the source network is pretrained.
@@ -94,15 +122,16 @@ impl Default for ProtocolSettings {
             grid_lrs: lrs.clone(),
             elbo_lrs: lrs,
             validation_fraction: 0.2,
+            predictive_samples: 10,
             train: TrainSettings::default(),
             pretrain: PretrainSettings::default(),
         }
     }
 }
 
-fn invalid(parameter: &str, value: impl fmt::Debug, reason: &str) -> TransferError {
+fn invalid(name: &str, value: impl fmt::Debug, reason: &str) -> TransferError {
     TransferError::InvalidConfig {
-        parameter: parameter.to_string(),
+        name: name.to_string(),
         value: format!("{value:?}"),
         reason: reason.to_string(),
     }
@@ -112,17 +141,19 @@ fn check_list(name: &str, v: &[f64], allow_zero: bool) -> Result<()> {
     if v.is_empty() {
         return Err(invalid(name, v, "must not be empty"));
     }
-    for &x in v {
-        let ok = x.is_finite() && (x > 0.0 || (allow_zero && x == 0.0));
-        if !ok {
-            let reason = if allow_zero {
-                "every value must be finite and >= 0"
-            } else {
-                "every value must be finite and > 0"
-            };
-            return Err(invalid(name, v, reason));
+    for (i, &x) in v.iter().enumerate() {
+        let item = format!("{name}[{i}]");
+        if allow_zero {
+            check::in_range(&item, x, 0.0..)?;
+        } else {
+            check::positive(&item, x)?;
         }
     }
+    Ok(())
+}
+
+fn at_least(name: &str, value: usize, min: usize) -> Result<()> {
+    check::in_range(name, value as f64, min as f64..)?;
     Ok(())
 }
 
@@ -133,44 +164,13 @@ impl ProtocolSettings {
         check_list("betas", &self.betas, true)?;
         check_list("grid-lrs", &self.grid_lrs, false)?;
         check_list("elbo-lrs", &self.elbo_lrs, false)?;
-        let f = self.validation_fraction;
-        if !(f.is_finite() && f > 0.0 && f < 1.0) {
-            return Err(invalid("validation-fraction", f, "must be in (0, 1)"));
+        check::in_range("validation-fraction", self.validation_fraction, 0.0..1.0)?;
+        if self.validation_fraction == 0.0 {
+            return Err(invalid("validation-fraction", 0.0, "must be in (0, 1)"));
         }
-        let t = &self.train;
-        if t.steps == 0 || t.steps > u32::MAX as usize {
-            return Err(invalid("steps", t.steps, "must be in 1..=2^32-1"));
-        }
-        if t.batch_size == 0 {
-            return Err(invalid("batch-size", t.batch_size, "must be >= 1"));
-        }
-        if !(t.momentum.is_finite() && (0.0..1.0).contains(&t.momentum)) {
-            return Err(invalid("momentum", t.momentum, "must be in [0, 1)"));
-        }
-        if !(t.clip_norm.is_finite() && t.clip_norm > 0.0) {
-            return Err(invalid("clip-norm", t.clip_norm, "must be finite and > 0"));
-        }
-        if t.final_loss_samples == 0 {
-            return Err(invalid("final-loss-samples", 0, "must be >= 1"));
-        }
-        let p = &self.pretrain;
-        if p.hidden.is_empty() || p.hidden.contains(&0) {
-            return Err(invalid(
-                "hidden",
-                &p.hidden,
-                "needs at least one hidden layer, all widths >= 1",
-            ));
-        }
-        if p.steps == 0 {
-            return Err(invalid("pretrain-steps", p.steps, "must be >= 1"));
-        }
-        if !(p.lr.is_finite() && p.lr > 0.0) {
-            return Err(invalid("pretrain-lr", p.lr, "must be finite and > 0"));
-        }
-        if p.batch_size == 0 {
-            return Err(invalid("pretrain-batch-size", p.batch_size, "must be >= 1"));
-        }
-        Ok(())
+        at_least("predictive-samples", self.predictive_samples, 1)?;
+        self.train.validate()?;
+        self.pretrain.validate()
     }
 
     /// Number of grid-search runs (alphas x betas x lrs), without the retrain.
@@ -182,7 +182,7 @@ impl ProtocolSettings {
     pub fn runs_of(&self, method: Method) -> usize {
         match method {
             Method::MapGrid => self.grid_runs() + 1,
-            Method::Elbo | Method::DeElbo => self.elbo_lrs.len(),
+            Method::Elbo | Method::DeElbo | Method::DeElboPtyl => self.elbo_lrs.len(),
         }
     }
 }
@@ -212,9 +212,22 @@ fn check_size(n: usize, with_grid: bool) -> Result<()> {
     Ok(())
 }
 
-/// The whole experiment: every (N, seed, method) protocol.
+/// The whole experiment: every (architecture, N, seed, method) protocol.
+///
+/// # Parameters
+/// | name | default ([`TransferConfig::full`]) | range | meaning |
+/// |---|---|---|---|
+/// | `architectures` | `mlp, conv` | non-empty, no duplicates | networks fine-tuned |
+/// | `sizes` | `50, 100, 500` | each `5..=800` (`10..` with map-grid) | training-set sizes N |
+/// | `seeds` | `0, 1, 2` | non-empty, no duplicates | subset, head init, batches, noise |
+/// | `methods` | all four | non-empty, no duplicates | protocols |
+/// | `protocol` | [`ProtocolSettings::default`] | | grids, optimizer, budget, pretraining |
+/// | `out_dir` | `deelbo-transfer-out` | | pretrained networks, checkpoints, results |
+/// | `resume` | `false` | | continue the checkpointed runs in `out_dir` |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransferConfig {
+    /// Networks to fine-tune.
+    pub architectures: Vec<Architecture>,
     /// Training-set sizes N.
     pub sizes: Vec<usize>,
     /// Seeds (each fixes the training subset, the head initialization, minibatches and noise).
@@ -233,6 +246,7 @@ impl TransferConfig {
     /// The full experiment: N in {50, 100, 500}, seeds {0, 1, 2}, all methods, full grids.
     pub fn full(out_dir: impl Into<PathBuf>) -> Self {
         Self {
+            architectures: Architecture::ALL.to_vec(),
             sizes: vec![50, 100, 500],
             seeds: vec![0, 1, 2],
             methods: Method::ALL.to_vec(),
@@ -242,11 +256,12 @@ impl TransferConfig {
         }
     }
 
-    /// A quick configuration: N = 50, seed 0, all methods, a reduced MAP grid
+    /// A quick configuration: the MLP, N = 50, seed 0, all methods, a reduced MAP grid
     /// (alpha, beta in {1e-3, 0} x lr in {1e-1, 1e-2}: 8 runs + retrain) and ELBO lrs
     /// {1e-1, 1e-2}; same optimizer, budget and pretraining as the full experiment.
     pub fn quick(out_dir: impl Into<PathBuf>) -> Self {
         let mut c = Self::full(out_dir);
+        c.architectures = vec![Architecture::Mlp];
         c.sizes = vec![50];
         c.seeds = vec![0];
         c.protocol.alphas = vec![1e-3, 0.0];
@@ -258,6 +273,9 @@ impl TransferConfig {
 
     /// Check every value (sizes, seeds, methods without duplicates, protocol settings).
     pub fn validate(&self) -> Result<()> {
+        if self.architectures.is_empty() {
+            return Err(invalid("arch", &self.architectures, "must not be empty"));
+        }
         if self.sizes.is_empty() {
             return Err(invalid("sizes", &self.sizes, "must not be empty"));
         }
@@ -272,6 +290,7 @@ impl TransferConfig {
             return Err(invalid("methods", &self.methods, "must not be empty"));
         }
         for (what, dup) in [
+            ("arch", has_duplicates(&self.architectures)),
             ("sizes", has_duplicates(&self.sizes)),
             ("seeds", has_duplicates(&self.seeds)),
             ("methods", has_duplicates(&self.methods)),
@@ -285,7 +304,8 @@ impl TransferConfig {
 
     /// Total number of training runs of the experiment.
     pub fn total_runs(&self) -> usize {
-        self.sizes.len()
+        self.architectures.len()
+            * self.sizes.len()
             * self.seeds.len()
             * self
                 .methods
@@ -301,9 +321,28 @@ fn has_duplicates<T: PartialEq>(v: &[T]) -> bool {
         .any(|(i, a)| v[..i].iter().any(|b| b == a))
 }
 
-/// One fine-tuning configuration: one method's whole protocol for one (N, seed).
+impl Default for TransferConfig {
+    /// [`TransferConfig::full`] into `deelbo-transfer-out`.
+    fn default() -> Self {
+        Self::full("deelbo-transfer-out")
+    }
+}
+
+/// One fine-tuning configuration: one method's whole protocol for one (architecture, N, seed).
+///
+/// # Parameters
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `arch` | `mlp` | `mlp`, `conv` | the network |
+/// | `n` | 100 | `5..=800` (`10..` for map-grid) | training-set size |
+/// | `seed` | 0 | any | subset, head init, batches, noise |
+/// | `method` | `de-elbo` | the four methods | the protocol |
+/// | `protocol` | [`ProtocolSettings::default`] | | grids, optimizer, budget, pretraining |
+/// | `out_dir` | `deelbo-transfer-out` | | the cached pretrained network |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
+    /// The network.
+    pub arch: Architecture,
     /// Training-set size N.
     pub n: usize,
     /// Seed.
@@ -321,6 +360,7 @@ impl FinetuneConfig {
     /// A configuration with the full protocol settings.
     pub fn new(n: usize, seed: u64, method: Method, out_dir: impl Into<PathBuf>) -> Self {
         Self {
+            arch: Architecture::Mlp,
             n,
             seed,
             method,
@@ -336,6 +376,13 @@ impl FinetuneConfig {
     }
 }
 
+impl Default for FinetuneConfig {
+    /// DE-ELBO on the MLP, N = 100, seed 0, into `deelbo-transfer-out`.
+    fn default() -> Self {
+        Self::new(100, 0, Method::DeElbo, "deelbo-transfer-out")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +392,10 @@ mod tests {
         TransferConfig::full("x").validate().unwrap();
         TransferConfig::quick("x").validate().unwrap();
         assert_eq!(TransferConfig::full("x").protocol.grid_runs(), 144);
-        assert_eq!(TransferConfig::full("x").total_runs(), 9 * (145 + 4 + 4));
+        assert_eq!(
+            TransferConfig::full("x").total_runs(),
+            2 * 9 * (145 + 4 + 4 + 4)
+        );
         let mut c = TransferConfig::full("x");
         c.protocol.grid_lrs = vec![0.1, 0.0];
         let e = c.validate().unwrap_err().to_string();

@@ -21,7 +21,7 @@ pub const CLASSES: usize = 5;
 const STREAM_SUBSET: u64 = 0x5eed_0001;
 const STREAM_HOLDOUT: u64 = 0x5eed_0002;
 /// Minibatch permutations use `STREAM_BATCH + epoch`.
-pub(crate) const STREAM_BATCH: u64 = 0x5eed_1000_0000;
+const STREAM_BATCH: u64 = 0x5eed_1000_0000;
 
 /// A classification task: row-major features `(rows, 64)` in `[0, 1]` and labels in `0..5`.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +101,7 @@ pub fn load_digits() -> Result<DigitTasks> {
     let ds = smartcore::dataset::digits::load_dataset();
     if ds.num_features != FEATURES || ds.data.len() != ds.num_samples * FEATURES {
         return Err(TransferError::Data {
+            name: "digits".to_string(),
             reason: format!(
                 "smartcore digits has {} features and {} values for {} samples",
                 ds.num_features,
@@ -117,6 +118,7 @@ pub fn load_digits() -> Result<DigitTasks> {
     for (row, &t) in ds.target.iter().enumerate() {
         if !(t.is_finite() && (0.0..=9.0).contains(&t) && t.fract() == 0.0) {
             return Err(TransferError::Data {
+                name: "digits".to_string(),
                 reason: format!("row {row} has label {t}, expected an integer 0..=9"),
             });
         }
@@ -127,6 +129,57 @@ pub fn load_digits() -> Result<DigitTasks> {
         task.labels.push(digit % 5);
     }
     Ok(DigitTasks { source, target })
+}
+
+/// Which rows form the minibatch of each step: consecutive slices of a concatenation of seeded
+/// permutations (one per epoch, stream `STREAM_BATCH + epoch`); the full set when
+/// `batch_size >= n`.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchPlan {
+    n: usize,
+    size: usize,
+    seed: u64,
+    order: Vec<u32>,
+    epoch: u64,
+    pos: usize,
+}
+
+impl BatchPlan {
+    pub(crate) fn new(n: usize, size: usize, seed: u64) -> Self {
+        Self {
+            n,
+            size,
+            seed,
+            order: Vec::new(),
+            epoch: 0,
+            pos: 0,
+        }
+    }
+
+    /// Whether every step uses the whole set.
+    pub(crate) fn full(&self) -> bool {
+        self.size >= self.n
+    }
+
+    /// The rows of the next minibatch.
+    pub(crate) fn next(&mut self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.size);
+        while out.len() < self.size {
+            if self.pos == self.order.len() {
+                let key = NoiseKey::new(self.seed, STREAM_BATCH + self.epoch);
+                self.order = permutation(self.n, key)
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
+                self.epoch += 1;
+                self.pos = 0;
+            }
+            let take = (self.size - out.len()).min(self.order.len() - self.pos);
+            out.extend_from_slice(&self.order[self.pos..self.pos + take]);
+            self.pos += take;
+        }
+        out
+    }
 }
 
 /// A seeded permutation of `0..n` (Fisher–Yates driven by `uniform_at(key, i)`).
@@ -177,6 +230,7 @@ pub fn stratified_subset(task: &Task, n: usize, seed: u64) -> Result<Split> {
     for (c, rows) in by.iter().enumerate() {
         if counts[c] >= rows.len() {
             return Err(TransferError::Data {
+                name: "split".to_string(),
                 reason: format!(
                     "class {c} has {} examples; {} training examples leave none for testing",
                     rows.len(),
@@ -213,6 +267,7 @@ pub fn stratified_holdout(
     for (c, rs) in by.iter().enumerate() {
         if rs.len() < 2 {
             return Err(TransferError::Data {
+                name: "split".to_string(),
                 reason: format!(
                     "class {c} has {} training examples; a validation split needs at least 2",
                     rs.len()

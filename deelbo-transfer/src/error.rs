@@ -10,18 +10,20 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum TransferError {
     /// A configuration value outside its valid range.
-    #[error("invalid configuration: {parameter} = {value}: {reason}")]
+    #[error("invalid configuration: {name} = {value}: {reason}")]
     InvalidConfig {
         /// The parameter's name (as on the command line where there is one).
-        parameter: String,
+        name: String,
         /// The rejected value, printed.
         value: String,
         /// The valid range or the conflict.
         reason: String,
     },
     /// The data set cannot support the requested split.
-    #[error("data: {reason}")]
+    #[error("data ({name}): {reason}")]
     Data {
+        /// Which data (`digits`, `split`).
+        name: String,
         /// What is missing.
         reason: String,
     },
@@ -86,6 +88,18 @@ pub enum TransferError {
         context: String,
         /// The underlying adapter error.
         source: deelbo_candle::AdapterError,
+    },
+    /// Every training run of a protocol diverged, so it has no result to select.
+    #[error("every run of {method} ({arch}, N = {n}, seed {seed}) diverged")]
+    AllRunsDiverged {
+        /// The architecture.
+        arch: crate::models::Architecture,
+        /// The protocol.
+        method: crate::config::Method,
+        /// Training-set size.
+        n: usize,
+        /// Seed.
+        seed: u64,
     },
     /// An error from the candle adapter.
     #[error(transparent)]

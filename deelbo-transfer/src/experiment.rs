@@ -12,79 +12,58 @@
 //! excluded); its CPU time likewise (robust to other processes competing for the cores). Test sets are all target-task examples outside the N.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
-use deelbo_candle::Mlp;
-use deelbo_core::KappaRule;
-use serde::{Deserialize, Serialize};
+use candle_core::Device;
+use deelbo_core::{KappaRule, LowRankPrior};
 
-use crate::checkpoint::{Checkpoint, RunRecord, Stage};
+use crate::checkpoint::{Checkpoint, RunKey, RunRecord, Stage};
 use crate::config::{FinetuneConfig, Method, ProtocolSettings, TransferConfig};
-use crate::data::{Batch, CLASSES, DigitTasks, load_digits, stratified_holdout, stratified_subset};
+use crate::data::{Batch, DigitTasks, load_digits, stratified_holdout, stratified_subset};
 use crate::error::{Result, TransferError};
-use crate::pretrain::{PretrainRecord, load_or_pretrain};
+use crate::models::Architecture;
+use crate::pretrain::{PretrainRecord, Pretrained, load_or_pretrain};
 use crate::progress::Progress;
-use crate::report::{OutputFiles, write_outputs, write_rows_json};
-use crate::train::{RunInputs, RunObjective, RunOutcome, train_run};
+use crate::report::{OutputFiles, write_outputs};
+use crate::results::{JSON_FILE, ResultRow, write_rows_json};
+use crate::train::{BackbonePrior, RunInputs, RunObjective, RunOutcome, train_run};
 
-/// File name of the cached pretrained network inside the output directory.
-pub const PRETRAINED_FILE: &str = "pretrained.safetensors";
-
-/// One row of `transfer.json`: a method's protocol result for one (N, seed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultRow {
-    /// Training-set size N.
-    pub n: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Method.
-    pub method: Method,
-    /// Kappa of the ELBOs (`null` for map-grid).
-    pub kappa: Option<f64>,
-    /// Test accuracy in `[0, 1]` (posterior mean / MAP weights).
-    pub test_accuracy: f64,
-    /// Test NLL, nats per example.
-    pub test_nll: f64,
-    /// Learned backbone prior variance (ELBOs).
-    pub lambda: Option<f64>,
-    /// Learned head prior variance (ELBOs).
-    pub tau: Option<f64>,
-    /// Training runs the protocol took.
-    pub runs: usize,
-    /// Wall seconds of the whole protocol.
-    pub seconds: f64,
-    /// Process CPU seconds of the whole protocol (`None` where unavailable).
-    pub cpu_seconds: Option<f64>,
-    /// Selected learning rate.
-    pub lr: f64,
-    /// Selected alpha (map-grid).
-    pub alpha: Option<f64>,
-    /// Selected beta (map-grid).
-    pub beta: Option<f64>,
-    /// Final posterior standard deviation (ELBOs).
-    pub sigma: Option<f64>,
+/// File name of the cached pretrained network of `arch` inside the output directory.
+pub fn pretrained_file(arch: Architecture) -> String {
+    format!("pretrained-{arch}.safetensors")
 }
 
-/// Data, pretrained backbone and target architecture shared by every protocol.
+/// One architecture's pretrained network and the PTYL prior built from its SWAG statistics.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The pretrained network.
+    pub pretrained: Pretrained,
+    /// `Sigma_swag` as a low-rank-plus-diagonal prior.
+    pub ptyl: Arc<LowRankPrior>,
+    /// Diagonal entries raised to the SWAG variance floor.
+    pub ptyl_floored: usize,
+    /// Whether the cached network was reused.
+    pub reused: bool,
+}
+
+/// Data and pretrained networks shared by every protocol.
 #[derive(Debug, Clone)]
 pub struct Workbench {
     /// Source and target tasks.
     pub tasks: DigitTasks,
-    /// The target architecture (pretrained backbone + new 5-class head).
-    pub mlp: Mlp,
-    /// The pretrained backbone tensors.
-    pub backbone: Vec<(String, Tensor)>,
-    /// How the backbone was pretrained.
-    pub pretrain: PretrainRecord,
-    /// Whether the cached network was reused.
-    pub reused: bool,
+    /// Per architecture, in the order asked for.
+    pub sources: Vec<(Architecture, Source)>,
     device: Device,
 }
 
 impl Workbench {
-    /// Load the digits and the pretrained network cached in `out_dir` (pretraining and caching
-    /// it first when absent).
-    pub fn prepare(out_dir: &Path, protocol: &ProtocolSettings) -> Result<Self> {
+    /// Load the digits and the pretrained networks of `archs` cached in `out_dir` (pretraining
+    /// and caching them first when absent).
+    pub fn prepare(
+        out_dir: &Path,
+        protocol: &ProtocolSettings,
+        archs: &[Architecture],
+    ) -> Result<Self> {
         let device = Device::Cpu;
         std::fs::create_dir_all(out_dir).map_err(|source| TransferError::Io {
             action: "creating directory",
@@ -92,20 +71,43 @@ impl Workbench {
             source,
         })?;
         let tasks = load_digits()?;
-        let (p, reused) = load_or_pretrain(
-            &out_dir.join(PRETRAINED_FILE),
-            &tasks.source,
-            &protocol.pretrain,
-            &device,
-        )?;
+        let mut sources = Vec::with_capacity(archs.len());
+        for &arch in archs {
+            let (pretrained, reused) = load_or_pretrain(
+                &out_dir.join(pretrained_file(arch)),
+                arch,
+                &tasks.source,
+                &protocol.pretrain,
+                &device,
+            )?;
+            let (prior, floored) = pretrained.swag.prior(&protocol.pretrain.swag())?;
+            sources.push((
+                arch,
+                Source {
+                    pretrained,
+                    ptyl: Arc::new(prior),
+                    ptyl_floored: floored,
+                    reused,
+                },
+            ));
+        }
         Ok(Self {
-            mlp: p.mlp.with_classes(CLASSES)?,
-            backbone: p.backbone()?,
-            pretrain: p.record,
-            reused,
             tasks,
+            sources,
             device,
         })
+    }
+
+    /// The source of `arch`.
+    pub fn source(&self, arch: Architecture) -> Result<&Source> {
+        self.sources
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, s)| s)
+            .ok_or_else(|| TransferError::Data {
+                name: "pretrained network".to_string(),
+                reason: format!("no network prepared for {arch}"),
+            })
     }
 }
 
@@ -116,13 +118,10 @@ enum RunLog<'a> {
 }
 
 impl RunLog<'_> {
-    fn find(&self, n: usize, seed: u64, method: Method, index: usize) -> Option<RunRecord> {
+    fn find(&self, key: RunKey) -> Option<RunRecord> {
         match self {
-            RunLog::Memory(v) => v
-                .iter()
-                .find(|r| r.key() == (n, seed, method, index))
-                .cloned(),
-            RunLog::File(c) => c.find(n, seed, method, index).cloned(),
+            RunLog::Memory(v) => v.iter().find(|r| r.key() == key).cloned(),
+            RunLog::File(c) => c.find(key).cloned(),
         }
     }
 
@@ -174,20 +173,20 @@ fn protocol_data(
 fn run_or_restore(
     log: &mut RunLog<'_>,
     progress: &mut dyn Progress,
-    key: (usize, u64, Method, usize),
+    key: RunKey,
     stage: Stage,
     inputs: RunInputs<'_>,
     objective: RunObjective,
     settings: &ProtocolSettings,
 ) -> Result<RunRecord> {
-    let (n, seed, method, index) = key;
-    if let Some(r) = log.find(n, seed, method, index) {
+    let (arch, n, seed, method, index) = key;
+    if let Some(r) = log.find(key) {
         if r.stage != stage {
             return Err(TransferError::Checkpoint {
                 path: PathBuf::from(crate::checkpoint::RUNS_FILE),
                 line: 0,
                 reason: format!(
-                    "run {index} of {method} N={n} seed={seed} was recorded as {:?}, the configuration now makes it {stage:?}",
+                    "run {index} of {method} {arch} N={n} seed={seed} was recorded as {:?}, the configuration now makes it {stage:?}",
                     r.stage
                 ),
             });
@@ -203,6 +202,7 @@ fn run_or_restore(
         Err(e) => return Err(e),
     };
     let record = RunRecord {
+        arch,
         n,
         seed,
         method,
@@ -234,37 +234,71 @@ fn best_by(records: &[RunRecord], score: impl Fn(&RunOutcome) -> Option<f64>) ->
     best.map(|(i, _)| i)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_protocol(
     bench: &Workbench,
     settings: &ProtocolSettings,
+    arch: Architecture,
     n: usize,
     seed: u64,
     method: Method,
     log: &mut RunLog<'_>,
     progress: &mut dyn Progress,
 ) -> Result<(ResultRow, Vec<RunRecord>)> {
-    progress.protocol_started(n, seed, method);
+    progress.protocol_started(arch, n, seed, method);
     let data = protocol_data(bench, settings, n, seed, method)?;
-    let all_failed = || TransferError::Training {
-        context: format!("{method} N={n} seed={seed}"),
-        source: deelbo_candle::AdapterError::InvalidSetting {
-            name: "runs".to_string(),
-            value: 0.0,
-            reason: "every run of the protocol diverged".to_string(),
-        },
+    let source = bench.source(arch)?;
+    let all_failed = || TransferError::AllRunsDiverged {
+        arch,
+        method,
+        n,
+        seed,
+    };
+    let base = RunInputs {
+        arch,
+        pretrained: &source.pretrained,
+        ptyl: Some(&source.ptyl),
+        train: &data.train,
+        validation: None,
+        test: &data.test,
+        predictive_samples: settings.predictive_samples,
     };
     let mut records = Vec::new();
+    let row = |records: &[RunRecord], best: &RunRecord, o: &RunOutcome| {
+        let (alpha, beta) = match best.stage {
+            Stage::Grid { alpha, beta, .. } | Stage::Retrain { alpha, beta, .. } => {
+                (Some(alpha), Some(beta))
+            }
+            Stage::Lr { .. } => (None, None),
+        };
+        ResultRow {
+            arch,
+            n,
+            seed,
+            method,
+            kappa: o.kappa,
+            test: o.test,
+            test_predictive: o.test_predictive,
+            blocks: o.blocks.clone(),
+            sigma: o.sigma,
+            runs: records.len(),
+            seconds: records.iter().map(|r| r.seconds).sum(),
+            cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
+            lr: best.stage.lr(),
+            alpha,
+            beta,
+        }
+    };
     match method {
         Method::MapGrid => {
             let (fit, val) = data.fit.as_ref().ok_or_else(|| TransferError::Data {
+                name: "split".to_string(),
                 reason: "no validation split".to_string(),
             })?;
             let inputs = RunInputs {
-                mlp: &bench.mlp,
-                pretrained: &bench.backbone,
                 train: fit,
                 validation: Some(val),
-                test: &data.test,
+                ..base
             };
             let mut index = 0;
             for &lr in &settings.grid_lrs {
@@ -273,7 +307,7 @@ fn run_protocol(
                         let r = run_or_restore(
                             log,
                             progress,
-                            (n, seed, method, index),
+                            (arch, n, seed, method, index),
                             Stage::Grid { alpha, beta, lr },
                             inputs,
                             RunObjective::Map { alpha, beta },
@@ -291,82 +325,39 @@ fn run_protocol(
             let retrain = run_or_restore(
                 log,
                 progress,
-                (n, seed, method, index),
+                (arch, n, seed, method, index),
                 Stage::Retrain { alpha, beta, lr },
-                RunInputs {
-                    train: &data.train,
-                    validation: None,
-                    ..inputs
-                },
+                base,
                 RunObjective::Map { alpha, beta },
                 settings,
             )?;
             records.push(retrain.clone());
             let o = retrain.outcome.as_ref().ok_or_else(all_failed)?;
-            let row = ResultRow {
-                n,
-                seed,
-                method,
-                kappa: None,
-                test_accuracy: o.test.accuracy,
-                test_nll: o.test.nll,
-                lambda: None,
-                tau: None,
-                runs: records.len(),
-                seconds: records.iter().map(|r| r.seconds).sum(),
-                cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
-                lr,
-                alpha: Some(alpha),
-                beta: Some(beta),
-                sigma: None,
-            };
-            Ok((row, records))
+            let r = row(&records, &retrain, o);
+            Ok((r, records))
         }
-        Method::Elbo | Method::DeElbo => {
-            let rule = if method == Method::Elbo {
-                KappaRule::Standard
-            } else {
-                KappaRule::DataEmphasized
-            };
-            let inputs = RunInputs {
-                mlp: &bench.mlp,
-                pretrained: &bench.backbone,
-                train: &data.train,
-                validation: None,
-                test: &data.test,
+        Method::Elbo | Method::DeElbo | Method::DeElboPtyl => {
+            let (rule, prior) = match method {
+                Method::Elbo => (KappaRule::Standard, BackbonePrior::L2sp),
+                Method::DeElbo => (KappaRule::DataEmphasized, BackbonePrior::L2sp),
+                _ => (KappaRule::DataEmphasized, BackbonePrior::Ptyl),
             };
             for (index, &lr) in settings.elbo_lrs.iter().enumerate() {
                 let r = run_or_restore(
                     log,
                     progress,
-                    (n, seed, method, index),
+                    (arch, n, seed, method, index),
                     Stage::Lr { lr },
-                    inputs,
-                    RunObjective::Variational { rule },
+                    base,
+                    RunObjective::Variational { rule, prior },
                     settings,
                 )?;
                 records.push(r);
             }
             let best = best_by(&records, |o| Some(o.final_train_loss)).ok_or_else(all_failed)?;
             let o = records[best].outcome.as_ref().ok_or_else(all_failed)?;
-            let row = ResultRow {
-                n,
-                seed,
-                method,
-                kappa: o.kappa,
-                test_accuracy: o.test.accuracy,
-                test_nll: o.test.nll,
-                lambda: o.lambda,
-                tau: o.tau,
-                runs: records.len(),
-                seconds: records.iter().map(|r| r.seconds).sum(),
-                cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
-                lr: records[best].stage.lr(),
-                alpha: None,
-                beta: None,
-                sigma: o.sigma,
-            };
-            Ok((row, records))
+            let r = row(&records, &records[best], o);
+            Ok((r, records))
         }
     }
 }
@@ -378,7 +369,7 @@ pub struct FinetuneReport {
     pub row: ResultRow,
     /// Its training runs, in protocol order.
     pub records: Vec<RunRecord>,
-    /// How the backbone was pretrained (and whether the cache was reused).
+    /// How the backbone was pretrained.
     pub pretrain: PretrainRecord,
     /// Whether the cached pretrained network was reused.
     pub pretrained_reused: bool,
@@ -391,12 +382,13 @@ pub fn run_finetune(
     progress: &mut dyn Progress,
 ) -> Result<FinetuneReport> {
     config.validate()?;
-    let bench = Workbench::prepare(&config.out_dir, &config.protocol)?;
+    let bench = Workbench::prepare(&config.out_dir, &config.protocol, &[config.arch])?;
     progress.begin(config.protocol.runs_of(config.method), 0);
     let mut log = RunLog::Memory(Vec::new());
     let (row, records) = run_protocol(
         &bench,
         &config.protocol,
+        config.arch,
         config.n,
         config.seed,
         config.method,
@@ -404,11 +396,12 @@ pub fn run_finetune(
         progress,
     )?;
     progress.finish();
+    let source = bench.source(config.arch)?;
     Ok(FinetuneReport {
         row,
         records,
-        pretrain: bench.pretrain,
-        pretrained_reused: bench.reused,
+        pretrain: source.pretrained.record.clone(),
+        pretrained_reused: source.reused,
     })
 }
 
@@ -419,10 +412,10 @@ pub struct ExperimentReport {
     pub rows: Vec<ResultRow>,
     /// Every training run (restored and new), in run order.
     pub records: Vec<RunRecord>,
-    /// How the backbone was pretrained.
-    pub pretrain: PretrainRecord,
-    /// Whether the cached pretrained network was reused.
-    pub pretrained_reused: bool,
+    /// How each backbone was pretrained.
+    pub pretrain: Vec<PretrainRecord>,
+    /// Whether each cached pretrained network was reused.
+    pub pretrained_reused: Vec<bool>,
     /// Training runs restored from checkpoints instead of run.
     pub restored_runs: usize,
     /// The files written.
@@ -441,45 +434,56 @@ pub fn run_experiment(
     config.validate()?;
     let out = &config.out_dir;
     let mut checkpoint = Checkpoint::open(out, &config.protocol, config.resume)?;
-    let bench = Workbench::prepare(out, &config.protocol)?;
-    progress.message(&format!(
-        "pretrained network: {} (source accuracy {:.3}, {:.1} s)",
-        if bench.reused { "reused" } else { "trained" },
-        bench.pretrain.source_accuracy,
-        bench.pretrain.seconds
-    ));
+    let bench = Workbench::prepare(out, &config.protocol, &config.architectures)?;
+    for (arch, s) in &bench.sources {
+        progress.message(&format!(
+            "pretrained {arch}: {} (source accuracy {:.3}, {:.1} s; SWAG {} snapshots, {} of {} variances floored, precision digits lost {:.1})",
+            if s.reused { "reused" } else { "trained" },
+            s.pretrained.record.source_accuracy,
+            s.pretrained.record.seconds,
+            s.pretrained.record.swag_snapshots,
+            s.ptyl_floored,
+            s.ptyl.len(),
+            s.ptyl.diagnostics().precision_digits_lost,
+        ));
+    }
     let mut planned = 0usize;
     let mut restored = 0usize;
-    for &n in &config.sizes {
-        for &seed in &config.seeds {
-            for &method in &config.methods {
-                let runs = config.protocol.runs_of(method);
-                planned += runs;
-                restored += (0..runs)
-                    .filter(|&i| checkpoint.find(n, seed, method, i).is_some())
-                    .count();
+    for &arch in &config.architectures {
+        for &n in &config.sizes {
+            for &seed in &config.seeds {
+                for &method in &config.methods {
+                    let runs = config.protocol.runs_of(method);
+                    planned += runs;
+                    restored += (0..runs)
+                        .filter(|&i| checkpoint.find((arch, n, seed, method, i)).is_some())
+                        .count();
+                }
             }
         }
     }
     progress.begin(planned, restored);
     let mut rows = Vec::new();
     let mut records = Vec::new();
-    for &n in &config.sizes {
-        for &seed in &config.seeds {
-            for &method in &config.methods {
-                let mut log = RunLog::File(&mut checkpoint);
-                let (row, recs) = run_protocol(
-                    &bench,
-                    &config.protocol,
-                    n,
-                    seed,
-                    method,
-                    &mut log,
-                    progress,
-                )?;
-                rows.push(row);
-                records.extend(recs);
-                write_rows_json(&out.join(crate::report::JSON_FILE), &rows)?;
+    for &arch in &config.architectures {
+        for &n in &config.sizes {
+            for &seed in &config.seeds {
+                for &method in &config.methods {
+                    let mut log = RunLog::File(&mut checkpoint);
+                    let (row, recs) = run_protocol(
+                        &bench,
+                        &config.protocol,
+                        arch,
+                        n,
+                        seed,
+                        method,
+                        &mut log,
+                        progress,
+                    )?;
+                    rows.push(row);
+                    records.extend(recs);
+                    write_rows_json(&out.join(JSON_FILE), &rows)?;
+                }
             }
         }
     }
@@ -488,8 +492,12 @@ pub fn run_experiment(
     Ok(ExperimentReport {
         rows,
         records,
-        pretrain: bench.pretrain,
-        pretrained_reused: bench.reused,
+        pretrain: bench
+            .sources
+            .iter()
+            .map(|(_, s)| s.pretrained.record.clone())
+            .collect(),
+        pretrained_reused: bench.sources.iter().map(|(_, s)| s.reused).collect(),
         restored_runs: restored,
         files,
     })

@@ -5,14 +5,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::RunRecord;
 use crate::config::Method;
+use crate::models::Architecture;
 
 /// Callbacks of [`crate::run_experiment`]; every method has an empty default.
 pub trait Progress {
     /// The experiment starts: `total` training runs, `already_done` of them restored from
     /// checkpoints.
     fn begin(&mut self, _total: usize, _already_done: usize) {}
-    /// A protocol (method for one N and seed) starts.
-    fn protocol_started(&mut self, _n: usize, _seed: u64, _method: Method) {}
+    /// A protocol (method for one architecture, N and seed) starts.
+    fn protocol_started(&mut self, _arch: Architecture, _n: usize, _seed: u64, _method: Method) {}
     /// A training run finished (not called for restored runs).
     fn run_finished(&mut self, _record: &RunRecord) {}
     /// A free-form status message (e.g. pretraining).
@@ -54,9 +55,9 @@ impl Progress for BarProgress {
         self.bar = Some(bar);
     }
 
-    fn protocol_started(&mut self, n: usize, seed: u64, method: Method) {
+    fn protocol_started(&mut self, arch: Architecture, n: usize, seed: u64, method: Method) {
         if let Some(b) = &self.bar {
-            b.set_message(format!("N={n} seed={seed} {method}"));
+            b.set_message(format!("{arch} N={n} seed={seed} {method}"));
         }
     }
 

@@ -1,6 +1,7 @@
-//! The experiment's outputs: the per-N table, `transfer.json`, and the figure of test accuracy
-//! against cumulative wall time per method (SVG and PNG, text drawn with the embedded DejaVu
-//! Sans font; no system fonts).
+//! The experiment's outputs: the per-(architecture, N) table, `transfer.json`, and the figure of
+//! test accuracy against cumulative wall time per method (SVG and PNG, text drawn with the
+//! embedded DejaVu Sans font; no system fonts). Rows and summaries come from
+//! [`crate::results`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,15 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{RunRecord, Stage};
 use crate::config::Method;
 use crate::error::{Result, TransferError};
-use crate::experiment::ResultRow;
+use crate::models::Architecture;
+use crate::results::{JSON_FILE, ResultRow, Summary, summarize, write_rows_json};
 
-/// File name of the result rows.
-pub const JSON_FILE: &str = "transfer.json";
 /// File name of the printed table.
 pub const TABLE_FILE: &str = "table.txt";
 /// File name of the SVG figure.
@@ -46,98 +45,6 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Trans
     }
 }
 
-/// Write `rows` as a pretty-printed JSON list to `path`.
-pub fn write_rows_json(path: &Path, rows: &[ResultRow]) -> Result<()> {
-    let text = serde_json::to_string_pretty(rows).map_err(|source| TransferError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(path, text).map_err(io("writing", path))
-}
-
-/// Read rows written by [`write_rows_json`].
-pub fn read_rows_json(path: &Path) -> Result<Vec<ResultRow>> {
-    let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
-    serde_json::from_str(&text).map_err(|source| TransferError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn sd(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(v);
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-}
-
-fn opt_mean(v: &[Option<f64>]) -> Option<f64> {
-    let xs: Vec<f64> = v.iter().flatten().copied().collect();
-    (xs.len() == v.len() && !xs.is_empty()).then(|| mean(&xs))
-}
-
-/// Per-(N, method) summary over seeds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// N.
-    pub n: usize,
-    /// Method.
-    pub method: Method,
-    /// Number of seeds.
-    pub seeds: usize,
-    /// Kappa (mean over seeds; the same for every seed).
-    pub kappa: Option<f64>,
-    /// Mean test accuracy.
-    pub accuracy: f64,
-    /// Sample standard deviation of the test accuracy over seeds.
-    pub accuracy_sd: f64,
-    /// Mean test NLL.
-    pub nll: f64,
-    /// Mean learned lambda.
-    pub lambda: Option<f64>,
-    /// Mean learned tau.
-    pub tau: Option<f64>,
-    /// Training runs per protocol.
-    pub runs: usize,
-    /// Mean wall seconds per protocol.
-    pub seconds: f64,
-    /// Mean process CPU seconds per protocol (when every row has it).
-    pub cpu_seconds: Option<f64>,
-}
-
-/// Summaries of `rows` per (N, method), ordered by N then method.
-pub fn summarize(rows: &[ResultRow]) -> Vec<Summary> {
-    let mut groups: BTreeMap<(usize, Method), Vec<&ResultRow>> = BTreeMap::new();
-    for r in rows {
-        groups.entry((r.n, r.method)).or_default().push(r);
-    }
-    groups
-        .into_iter()
-        .map(|((n, method), rs)| {
-            let acc: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
-            Summary {
-                n,
-                method,
-                seeds: rs.len(),
-                kappa: opt_mean(&rs.iter().map(|r| r.kappa).collect::<Vec<_>>()),
-                accuracy: mean(&acc),
-                accuracy_sd: sd(&acc),
-                nll: mean(&rs.iter().map(|r| r.test_nll).collect::<Vec<_>>()),
-                lambda: opt_mean(&rs.iter().map(|r| r.lambda).collect::<Vec<_>>()),
-                tau: opt_mean(&rs.iter().map(|r| r.tau).collect::<Vec<_>>()),
-                runs: rs.iter().map(|r| r.runs).max().unwrap_or(0),
-                seconds: mean(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
-                cpu_seconds: opt_mean(&rs.iter().map(|r| r.cpu_seconds).collect::<Vec<_>>()),
-            }
-        })
-        .collect()
-}
-
 fn fmt_opt(v: Option<f64>, sci: bool) -> String {
     match v {
         Some(x) if sci => format!("{x:.2e}"),
@@ -146,68 +53,104 @@ fn fmt_opt(v: Option<f64>, sci: bool) -> String {
     }
 }
 
-/// The table: one block per N with, per method, kappa, test accuracy (mean ± sd over seeds),
-/// test NLL, learned lambda and tau, runs per protocol and mean wall and CPU seconds per
-/// protocol, then the ratios of the grid search's times to the DE-ELBO's.
+/// The table: one block per (architecture, N) with, per method, kappa, test accuracy (mean ±
+/// sd over seeds) and NLL of the posterior mean, accuracy and NLL of the S-sample predictive,
+/// learned lambda, tau, sigma and the backbone's `M_b/D_b`, runs per protocol and mean wall and
+/// CPU seconds per protocol, then the ratios of the grid search's times to the DE-ELBO's.
 pub fn format_table(rows: &[ResultRow]) -> String {
     let summaries = summarize(rows);
     let mut out = String::new();
-    let mut sizes: Vec<usize> = summaries.iter().map(|s| s.n).collect();
-    sizes.dedup();
-    for n in sizes {
-        let block: Vec<&Summary> = summaries.iter().filter(|s| s.n == n).collect();
+    let mut blocks: Vec<(Architecture, usize)> = summaries.iter().map(|s| (s.arch, s.n)).collect();
+    blocks.dedup();
+    for (arch, n) in blocks {
+        let block: Vec<&Summary> = summaries
+            .iter()
+            .filter(|s| s.arch == arch && s.n == n)
+            .collect();
         let seeds = block.iter().map(|s| s.seeds).max().unwrap_or(0);
         let _ = writeln!(
             out,
-            "N = {n}  ({seeds} seed{}; mean over seeds, ± sample sd)",
-            if seeds == 1 { "" } else { "s" }
+            "{arch}, N = {n}  ({seeds} seed{}; mean over seeds, ± sample sd; pred = S-sample predictive)",
+            if seeds == 1 { "" } else { "s" },
         );
         let _ = writeln!(
             out,
-            "{:<9} {:>8} {:>15} {:>9} {:>9} {:>9} {:>5} {:>10} {:>10}",
-            "method", "kappa", "test acc", "test NLL", "lambda", "tau", "runs", "wall s", "cpu s"
+            "{:<12} {:>7} {:>14} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>4} {:>8} {:>8}",
+            "method",
+            "kappa",
+            "test acc",
+            "NLL",
+            "pred acc",
+            "pred NLL",
+            "lambda",
+            "M_bb/D",
+            "tau",
+            "sigma",
+            "runs",
+            "wall s",
+            "cpu s"
         );
         for s in &block {
             let _ = writeln!(
                 out,
-                "{:<9} {:>8} {:>7.3} ± {:<5.3} {:>9.3} {:>9} {:>9} {:>5} {:>10.1} {:>10}",
+                "{:<12} {:>7} {:>6.3} ± {:<5.3} {:>7.3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>4} {:>8.1} {:>8}",
                 s.method.name(),
                 fmt_opt(s.kappa, false),
                 s.accuracy,
                 s.accuracy_sd,
                 s.nll,
+                fmt_fixed(s.predictive_accuracy),
+                fmt_fixed(s.predictive_nll),
                 fmt_opt(s.lambda, true),
+                fmt_opt(s.backbone_distance, true),
                 fmt_opt(s.tau, true),
+                fmt_opt(s.sigma, true),
                 s.runs,
                 s.seconds,
                 fmt_opt(s.cpu_seconds, false)
             );
         }
         let grid = block.iter().find(|s| s.method == Method::MapGrid);
-        let de = block.iter().find(|s| s.method == Method::DeElbo);
-        if let (Some(g), Some(d)) = (grid, de) {
-            let cpu = match (g.cpu_seconds, d.cpu_seconds) {
-                (Some(a), Some(b)) => format!("{:.1}x", a / b),
-                _ => "-".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "grid / de-elbo time: wall {:.1}x, cpu {cpu}; accuracy de-elbo - grid: {:+.3}",
-                g.seconds / d.seconds,
-                d.accuracy - g.accuracy
-            );
+        for de in block
+            .iter()
+            .filter(|s| matches!(s.method, Method::DeElbo | Method::DeElboPtyl))
+        {
+            if let Some(g) = grid {
+                let cpu = match (g.cpu_seconds, de.cpu_seconds) {
+                    (Some(a), Some(b)) => format!("{:.1}x", a / b),
+                    _ => "-".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "grid / {} time: wall {:.1}x, cpu {cpu}; accuracy {} - grid: {:+.3}",
+                    de.method.name(),
+                    g.seconds / de.seconds,
+                    de.method.name(),
+                    de.accuracy - g.accuracy
+                );
+            }
         }
         out.push('\n');
     }
     out
 }
 
-/// One method's curve for one N: after each training run of the protocol (averaged over seeds),
+fn fmt_fixed(v: Option<f64>) -> String {
+    match v {
+        Some(x) => format!("{x:.3}"),
+        None => "-".to_string(),
+    }
+}
+
+/// One method's curve for one (architecture, N): after each training run of the protocol
+/// (averaged over seeds),
 /// the cumulative wall seconds and the test accuracy of the model the protocol would select so
 /// far (grid: best validation NLL so far, the final point is the retrain on all N; ELBOs: lowest
 /// final training loss so far).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
+    /// The network.
+    pub arch: Architecture,
     /// N.
     pub n: usize,
     /// Method.
@@ -218,17 +161,18 @@ pub struct Curve {
 
 /// The curves of [`Curve`] for every (N, method) in `records`.
 pub fn accuracy_time_curves(records: &[RunRecord]) -> Vec<Curve> {
-    let mut groups: BTreeMap<(usize, Method), BTreeMap<u64, Vec<&RunRecord>>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Architecture, usize, Method), BTreeMap<u64, Vec<&RunRecord>>> =
+        BTreeMap::new();
     for r in records {
         groups
-            .entry((r.n, r.method))
+            .entry((r.arch, r.n, r.method))
             .or_default()
             .entry(r.seed)
             .or_default()
             .push(r);
     }
     let mut out = Vec::new();
-    for ((n, method), seeds) in groups {
+    for ((arch, n, method), seeds) in groups {
         let mut per_seed: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
         for (_, mut rs) in seeds {
             rs.sort_by_key(|r| r.index);
@@ -270,7 +214,12 @@ pub fn accuracy_time_curves(records: &[RunRecord]) -> Vec<Curve> {
                 })
             })
             .collect();
-        out.push(Curve { n, method, points });
+        out.push(Curve {
+            arch,
+            n,
+            method,
+            points,
+        });
     }
     out
 }
@@ -297,6 +246,7 @@ fn color(method: Method) -> RGBColor {
         Method::MapGrid => RGBColor(31, 119, 180),
         Method::Elbo => RGBColor(214, 39, 40),
         Method::DeElbo => RGBColor(44, 160, 44),
+        Method::DeElboPtyl => RGBColor(148, 103, 189),
     }
 }
 
@@ -318,9 +268,19 @@ where
     let mut sizes: Vec<usize> = curves.iter().map(|c| c.n).collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let panels = root.split_evenly((1, sizes.len().max(1)));
-    for (panel, &n) in panels.iter().zip(&sizes) {
-        let cs: Vec<&Curve> = curves.iter().filter(|c| c.n == n).collect();
+    let mut archs: Vec<Architecture> = curves.iter().map(|c| c.arch).collect();
+    archs.sort_unstable();
+    archs.dedup();
+    let cells: Vec<(Architecture, usize)> = archs
+        .iter()
+        .flat_map(|&a| sizes.iter().map(move |&n| (a, n)))
+        .collect();
+    let panels = root.split_evenly((archs.len().max(1), sizes.len().max(1)));
+    for (panel, &(arch, n)) in panels.iter().zip(&cells) {
+        let cs: Vec<&Curve> = curves
+            .iter()
+            .filter(|c| c.n == n && c.arch == arch)
+            .collect();
         let pts = cs.iter().flat_map(|c| c.points.iter());
         let (mut t0, mut t1, mut a0) = (f64::INFINITY, 0.0f64, 1.0f64);
         for &(t, a) in pts {
@@ -335,7 +295,7 @@ where
         let t1 = t1 * 1.5;
         let a0 = ((a0 - 0.05) * 10.0).floor() / 10.0;
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("N = {n}"), ("sans-serif", 18))
+            .caption(format!("{arch}, N = {n}"), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
@@ -388,17 +348,21 @@ where
     root.present().map_err(|x| e(&x))
 }
 
-/// Draw the figure from `records` ([`accuracy_time_curves`]; one panel per N, log time axis,
-/// mean over seeds) to an SVG and a PNG file.
+/// Draw the figure from `records` ([`accuracy_time_curves`]; one panel per (architecture, N),
+/// log time axis, mean over seeds) to an SVG and a PNG file.
 pub fn write_figure(records: &[RunRecord], svg: &Path, png: &Path) -> Result<()> {
     let curves = accuracy_time_curves(records);
-    let panels = curves
-        .iter()
-        .map(|c| c.n)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
-        .max(1) as u32;
-    let size = (520 * panels.max(2), 440);
+    let count = |f: &dyn Fn(&Curve) -> String| {
+        curves
+            .iter()
+            .map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            .max(1) as u32
+    };
+    let cols = count(&|c| c.n.to_string());
+    let rows = count(&|c| c.arch.name().to_string());
+    let size = (520 * cols.max(2), 30 + 420 * rows);
     let plot_err = |path: &Path| {
         let path = path.to_path_buf();
         move |reason: String| TransferError::Plot { path, reason }

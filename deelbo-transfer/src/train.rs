@@ -1,29 +1,47 @@
 //! One fine-tuning run: a pretrained backbone plus a new head, trained with MAP + L2-SP or with a
 //! (data-emphasized) ELBO, by the shared optimizer (SGD + Nesterov momentum, cosine schedule,
-//! gradient clipping) for a fixed step budget.
+//! gradient clipping) for a fixed step budget. The network is the architecture's plain
+//! candle-nn model ([`crate::models`]); the variational runs build it every step from the
+//! variational VarBuilder.
 //!
 //! - MAP + L2-SP: `loss = mean_batch NLL(m) + (alpha/2) ||m_backbone - w_pre||^2 +
 //!   (beta/2) ||m_head||^2`.
 //! - (DE-)ELBO: `loss = mean_batch NLL(m + sigma eps) + (KL*_backbone + KL*_head)/(kappa N)` with
 //!   learned `lambda = v*_backbone` and `tau = v*_head`, one shared `sigma = softplus(rho)` started
-//!   at `1e-4`; kappa = 1 (plain ELBO) or D/N (DE-ELBO).
+//!   at `1e-4`; kappa = 1 (plain ELBO) or D/N (DE-ELBO). The backbone prior is L2-SP
+//!   `N(w_pre, lambda I)` or PTYL `N(theta_swag, lambda Sigma_swag)`.
 //!
-//! Test metrics use the posterior mean `m` (for MAP, the trained weights).
+//! Test metrics come from the posterior mean `m` (for MAP, the trained weights) and, for the
+//! ELBOs, also from the S-sample predictive.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::loss::cross_entropy;
 use deelbo_candle::{
-    BlockSpec, ClassificationMetrics, CosineSchedule, Mlp, NesterovSgd, ParamGroup,
-    VariationalModel, Weights, elbo_loss, metrics_from_log_probs,
+    BlockPlan, BlockSpec, ClassificationMetrics, CosineSchedule, NesterovSgd, ParamGroup,
+    VariationalModel, elbo_loss, metrics_from_log_probs, predictive_log_probs_of,
+    seeded_var_builder,
 };
-use deelbo_core::{IsotropicPosterior, KappaRule, NoiseKey, Objective};
+use deelbo_core::{IsotropicPosterior, KappaRule, LowRankPrior, Objective, check};
 use serde::{Deserialize, Serialize};
 
 use crate::cputime::Stopwatch;
-use crate::data::{Batch, STREAM_BATCH, permutation};
+use crate::data::{Batch, BatchPlan, CLASSES};
 use crate::error::{Result, TransferError};
+use crate::models::{Architecture, Net};
+use crate::pretrain::Pretrained;
 
 /// Optimizer and budget shared by every run of the experiment.
+///
+/// # Parameters
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `steps` | 300 | `1..=2^32-1` | optimizer steps per run |
+/// | `batch_size` | 128 | `>= 1` | minibatch size (smaller sets use all rows every step) |
+/// | `momentum` | 0.9 | `[0, 1)` | Nesterov momentum |
+/// | `clip_norm` | 1.0 | `> 0` | gradient-norm clip, for the means and (apart) for `rho` |
+/// | `final_loss_samples` | 4 | `>= 1` | Monte Carlo samples of the ELBO's final training loss |
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     /// Optimizer steps per run.
@@ -50,6 +68,27 @@ impl Default for TrainSettings {
     }
 }
 
+impl TrainSettings {
+    /// Check every value.
+    pub fn validate(&self) -> Result<()> {
+        check::in_range("steps", self.steps as f64, 1.0..=f64::from(u32::MAX))?;
+        check::in_range("batch-size", self.batch_size as f64, 1.0..)?;
+        check::in_range("momentum", self.momentum, 0.0..1.0)?;
+        check::positive("clip-norm", self.clip_norm)?;
+        check::in_range("final-loss-samples", self.final_loss_samples as f64, 1.0..)?;
+        Ok(())
+    }
+}
+
+/// The backbone prior of a variational run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackbonePrior {
+    /// `N(w_pre, lambda I)` around the pretrained weights.
+    L2sp,
+    /// `N(theta_swag, lambda Sigma_swag)`, the SWAG mean and low-rank-plus-diagonal covariance.
+    Ptyl,
+}
+
 /// The training objective of one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RunObjective {
@@ -65,7 +104,23 @@ pub enum RunObjective {
     Variational {
         /// The kappa rule.
         rule: KappaRule,
+        /// The backbone prior.
+        prior: BackbonePrior,
     },
+}
+
+/// What was learned for one prior block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockReport {
+    /// `backbone` or `head`.
+    pub name: String,
+    /// `D_b`.
+    pub len: usize,
+    /// The learned prior variance `v*_b` (lambda for the backbone, tau for the head).
+    pub variance: f64,
+    /// `M_b/D_b` (for the PTYL backbone `Q_b/D_b`, the Mahalanobis distance per weight): how far
+    /// the means moved from the prior mean; `v*_b - M_b/D_b` is the posterior's share.
+    pub distance_per_weight: f64,
 }
 
 /// What one run produced.
@@ -75,21 +130,23 @@ pub struct RunOutcome {
     pub final_train_loss: f64,
     /// Metrics on the validation rows, when given.
     pub validation: Option<Metrics>,
-    /// Metrics on the test rows (posterior mean).
+    /// Metrics on the test rows from the posterior mean (MAP: the trained weights).
     pub test: Metrics,
-    /// Learned backbone prior variance `lambda = v*` (ELBOs).
-    pub lambda: Option<f64>,
-    /// Learned head prior variance `tau = v*` (ELBOs).
-    pub tau: Option<f64>,
+    /// Metrics on the test rows from the S-sample predictive (ELBOs).
+    pub test_predictive: Option<Metrics>,
+    /// Per-block learned variance and distance (ELBOs).
+    pub blocks: Vec<BlockReport>,
     /// Final posterior standard deviation (ELBOs).
     pub sigma: Option<f64>,
     /// Kappa used (ELBOs).
     pub kappa: Option<f64>,
-    /// Wall seconds of the run (training and its evaluations).
+    /// Wall seconds of training and of the model-selection criterion (validation metrics for
+    /// MAP, final training loss for the ELBOs); test evaluation excluded.
     pub seconds: f64,
-    /// Process CPU seconds of the run (`None` where unavailable).
-    #[serde(default)]
+    /// Process CPU seconds of the same (`None` where unavailable).
     pub cpu_seconds: Option<f64>,
+    /// Wall seconds of the test evaluation (posterior mean and predictive).
+    pub eval_seconds: f64,
 }
 
 /// Accuracy and NLL (serializable copy of [`ClassificationMetrics`]).
@@ -113,16 +170,91 @@ impl From<ClassificationMetrics> for Metrics {
 /// Everything a run reads.
 #[derive(Debug, Clone, Copy)]
 pub struct RunInputs<'a> {
-    /// The target-task architecture (backbone + new head).
-    pub mlp: &'a Mlp,
-    /// The pretrained backbone tensors (names as in [`Mlp::backbone_shapes`]).
-    pub pretrained: &'a [(String, Tensor)],
+    /// The network.
+    pub arch: Architecture,
+    /// The pretrained source network (backbone tensors and SWAG statistics).
+    pub pretrained: &'a Pretrained,
+    /// The PTYL prior built from `pretrained.swag` (needed by [`BackbonePrior::Ptyl`] runs).
+    pub ptyl: Option<&'a Arc<LowRankPrior>>,
     /// The training examples.
     pub train: &'a Batch,
     /// Validation examples (grid search), if any.
     pub validation: Option<&'a Batch>,
     /// Test examples.
     pub test: &'a Batch,
+    /// `S` of the predictive test metrics.
+    pub predictive_samples: usize,
+}
+
+/// The block plan of an architecture: backbone (L2-SP) and `head` (zero mean), batch-norm
+/// running statistics as buffers.
+pub fn plan_of(arch: Architecture, hidden: &[usize]) -> BlockPlan {
+    BlockPlan::transfer(&arch.backbone_prefixes(hidden), &["head".to_string()])
+}
+
+/// The variational model of a run: the pretrained backbone (L2-SP block, or for PTYL a
+/// low-rank block starting at and centred on the SWAG mean) and a new head initialized from
+/// `seed` (zero-mean block).
+pub fn build_model(
+    inputs: &RunInputs<'_>,
+    prior: BackbonePrior,
+    seed: u64,
+    device: &Device,
+) -> Result<VariationalModel> {
+    let hidden = &inputs.pretrained.record.settings.hidden;
+    let fresh = candle_nn::VarMap::new();
+    inputs.arch.build(
+        seeded_var_builder(&fresh, seed ^ 0x4ead, DType::F32, device),
+        hidden,
+        CLASSES,
+    )?;
+    let mut tensors = inputs.pretrained.backbone();
+    {
+        let data = fresh.data().lock().map_err(|_| TransferError::Data {
+            name: "varmap".to_string(),
+            reason: "the VarMap's lock is poisoned".to_string(),
+        })?;
+        for (n, v) in data.iter().filter(|(n, _)| n.starts_with("head.")) {
+            tensors.push((n.clone(), v.as_tensor().copy()?));
+        }
+    }
+    let (mut specs, buffers) = plan_of(inputs.arch, hidden).specs(tensors)?;
+    if prior == BackbonePrior::Ptyl {
+        let low_rank = inputs.ptyl.ok_or_else(|| TransferError::Data {
+            name: "PTYL prior".to_string(),
+            reason: "a PTYL run needs the SWAG prior".to_string(),
+        })?;
+        let mean = inputs.pretrained.swag.mean_tensors(DType::F32, device)?;
+        let names: Vec<&str> = specs[0].init.iter().map(|(n, _)| n.as_str()).collect();
+        let swag_names: Vec<&str> = mean.iter().map(|(n, _)| n.as_str()).collect();
+        if names != swag_names {
+            return Err(TransferError::Data {
+                name: "PTYL prior".to_string(),
+                reason: format!("SWAG layout {swag_names:?} differs from the backbone {names:?}"),
+            });
+        }
+        let mu = mean.iter().map(|(_, t)| t.clone()).collect();
+        specs[0] = BlockSpec::low_rank("backbone", mean, mu, low_rank.clone());
+    }
+    Ok(VariationalModel::with_buffers(
+        specs,
+        buffers,
+        IsotropicPosterior::default(),
+    )?)
+}
+
+/// A run in progress: the model, its optimizer and schedule, and the objective. [`Trainer::step`]
+/// is one training step (the unit the `step` bench times).
+pub struct Trainer {
+    arch: Architecture,
+    hidden: Vec<usize>,
+    model: VariationalModel,
+    /// MAP: the network built once on the means; ELBOs rebuild it every step.
+    mean_net: Option<Net>,
+    mode: Mode,
+    opt: NesterovSgd,
+    schedule: CosineSchedule,
+    seed: u64,
 }
 
 /// The resolved objective of a run.
@@ -131,76 +263,103 @@ enum Mode {
     Elbo(Objective),
 }
 
-/// Which rows form the minibatch of each step: consecutive slices of a concatenation of seeded
-/// permutations (one per epoch); the full set when `batch_size >= n`.
-struct BatchPlan {
-    n: usize,
-    size: usize,
-    seed: u64,
-    order: Vec<u32>,
-    epoch: u64,
-    pos: usize,
-}
-
-impl BatchPlan {
-    fn new(n: usize, size: usize, seed: u64) -> Self {
-        Self {
-            n,
-            size,
-            seed,
-            order: Vec::new(),
-            epoch: 0,
-            pos: 0,
-        }
-    }
-
-    fn full(&self) -> bool {
-        self.size >= self.n
-    }
-
-    fn next(&mut self) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.size);
-        while out.len() < self.size {
-            if self.pos == self.order.len() {
-                let key = NoiseKey::new(self.seed, STREAM_BATCH + self.epoch);
-                self.order = permutation(self.n, key)
-                    .into_iter()
-                    .map(|i| i as u32)
-                    .collect();
-                self.epoch += 1;
-                self.pos = 0;
+impl Trainer {
+    /// A run of `objective` with learning rate `lr` on `n` training examples.
+    pub fn new(
+        inputs: &RunInputs<'_>,
+        objective: RunObjective,
+        lr: f64,
+        seed: u64,
+        settings: &TrainSettings,
+    ) -> Result<Self> {
+        let device = inputs.train.x.device().clone();
+        let prior = match objective {
+            RunObjective::Variational { prior, .. } => prior,
+            RunObjective::Map { .. } => BackbonePrior::L2sp,
+        };
+        let model = build_model(inputs, prior, seed, &device)?;
+        let n = inputs.train.len();
+        let hidden = inputs.pretrained.record.settings.hidden.clone();
+        let mode = match objective {
+            RunObjective::Map { alpha, beta } => Mode::Map { alpha, beta },
+            RunObjective::Variational { rule, .. } => {
+                Mode::Elbo(Objective::new(rule, model.num_params(), n)?)
             }
-            let take = (self.size - out.len()).min(self.order.len() - self.pos);
-            out.extend_from_slice(&self.order[self.pos..self.pos + take]);
-            self.pos += take;
-        }
-        out
+        };
+        let mut groups = vec![ParamGroup {
+            vars: model.mean_vars(),
+            clip_norm: Some(settings.clip_norm),
+        }];
+        let mean_net = match mode {
+            Mode::Elbo(_) => {
+                groups.push(ParamGroup {
+                    vars: vec![model.rho().clone()],
+                    clip_norm: Some(settings.clip_norm),
+                });
+                None
+            }
+            Mode::Map { .. } => Some(inputs.arch.build(
+                model.mean_var_builder(),
+                &hidden,
+                CLASSES,
+            )?),
+        };
+        Ok(Self {
+            arch: inputs.arch,
+            opt: NesterovSgd::new(groups, settings.momentum)?,
+            schedule: CosineSchedule::new(lr, settings.steps)?,
+            hidden,
+            model,
+            mean_net,
+            mode,
+            seed,
+        })
     }
-}
 
-/// Accuracy and mean NLL of `mlp` with `weights` on `batch`.
-pub fn metrics_of(mlp: &Mlp, weights: &Weights, batch: &Batch) -> Result<ClassificationMetrics> {
-    let logits = mlp.forward(weights, &batch.x)?;
-    let lp = candle_nn::ops::log_softmax(&logits, 1)?;
-    Ok(metrics_from_log_probs(&lp, &batch.labels)?)
-}
+    /// The variational model (means, `rho`, buffers).
+    pub fn model(&self) -> &VariationalModel {
+        &self.model
+    }
 
-/// The variational model of a run: backbone block (L2-SP prior around the pretrained weights)
-/// and head block (zero-mean prior), head initialized from `seed`.
-pub fn build_model(
-    mlp: &Mlp,
-    pretrained: &[(String, Tensor)],
-    seed: u64,
-    device: &Device,
-) -> Result<VariationalModel> {
-    let head = mlp.init_head(seed, DType::F32, device)?;
-    Ok(VariationalModel::new(
-        vec![
-            BlockSpec::l2sp("backbone", pretrained.to_vec()),
-            BlockSpec::zero_mean("head", head),
-        ],
-        IsotropicPosterior::default(),
-    )?)
+    /// One optimizer step on the minibatch `(x, y)`; returns the loss.
+    pub fn step(&mut self, x: &Tensor, y: &Tensor, step: usize) -> Result<f64> {
+        let loss = match (&self.mode, &self.mean_net) {
+            (Mode::Map { alpha, beta }, Some(net)) => cross_entropy(&net.forward_t(x, true)?, y)?
+                .to_dtype(DType::F64)?
+                .add(&self.model.l2sp_penalty(&[*alpha, *beta])?)?,
+            (Mode::Elbo(obj), _) => {
+                let vb = self.model.var_builder(self.seed, step as u32)?;
+                let net = self.arch.build(vb, &self.hidden, CLASSES)?;
+                let nll = cross_entropy(&net.forward_t(x, true)?, y)?;
+                elbo_loss(&nll, &self.model.kl(obj)?)?
+            }
+            (Mode::Map { .. }, None) => {
+                return Err(TransferError::Data {
+                    name: "trainer".to_string(),
+                    reason: "a MAP run has no network".to_string(),
+                });
+            }
+        };
+        let grads = loss.backward()?;
+        let value = loss.to_scalar::<f64>()?;
+        self.opt.step(&grads, self.schedule.lr(step))?;
+        Ok(value)
+    }
+
+    /// Log-probabilities of the posterior-mean network (eval mode) on `x`.
+    fn mean_log_probs(&self, x: &Tensor) -> Result<Tensor> {
+        let net = self
+            .arch
+            .build(self.model.mean_var_builder(), &self.hidden, CLASSES)?;
+        Ok(candle_nn::ops::log_softmax(&net.forward_t(x, false)?, 1)?)
+    }
+
+    fn mean_metrics(&self, batch: &Batch) -> Result<ClassificationMetrics> {
+        Ok(metrics_from_log_probs(
+            &self.mean_log_probs(&batch.x)?,
+            &batch.labels,
+        )?)
+    }
 }
 
 /// Train one run with learning rate `lr` and return its outcome. `seed` fixes the head
@@ -213,118 +372,121 @@ pub fn train_run(
     settings: &TrainSettings,
 ) -> Result<RunOutcome> {
     let start = Stopwatch::start();
-    let device = inputs.train.x.device().clone();
-    let model = build_model(inputs.mlp, inputs.pretrained, seed, &device)?;
     let n = inputs.train.len();
-    let schedule = CosineSchedule::new(lr, settings.steps)?;
-    let means = ParamGroup {
-        vars: model.mean_vars(),
-        clip_norm: Some(settings.clip_norm),
-    };
-    let mode = match objective {
-        RunObjective::Map { alpha, beta } => Mode::Map { alpha, beta },
-        RunObjective::Variational { rule } => {
-            Mode::Elbo(Objective::new(rule, model.num_params(), n)?)
-        }
-    };
-    let mut groups = vec![means];
-    if let Mode::Elbo(_) = mode {
-        groups.push(ParamGroup {
-            vars: vec![model.rho().clone()],
-            clip_norm: Some(settings.clip_norm),
-        });
-    }
-    let mut opt = NesterovSgd::new(groups, settings.momentum)?;
-    let mut plan = BatchPlan::new(n, settings.batch_size, seed);
     let context = |step: usize| match objective {
-        RunObjective::Map { alpha, beta } => {
-            format!("map alpha={alpha:e} beta={beta:e} lr={lr:e} n={n} seed={seed} step={step}")
-        }
-        RunObjective::Variational { rule } => {
-            format!("{} lr={lr:e} n={n} seed={seed} step={step}", rule.name())
-        }
+        RunObjective::Map { alpha, beta } => format!(
+            "{} map alpha={alpha:e} beta={beta:e} lr={lr:e} n={n} seed={seed} step={step}",
+            inputs.arch
+        ),
+        RunObjective::Variational { rule, prior } => format!(
+            "{} {}{} lr={lr:e} n={n} seed={seed} step={step}",
+            inputs.arch,
+            rule.name(),
+            if prior == BackbonePrior::Ptyl {
+                " ptyl"
+            } else {
+                ""
+            }
+        ),
     };
+    let mut trainer = Trainer::new(&inputs, objective, lr, seed, settings)?;
+    let device = inputs.train.x.device().clone();
+    let mut plan = BatchPlan::new(n, settings.batch_size, seed);
     for step in 0..settings.steps {
         let (x, y) = if plan.full() {
             (inputs.train.x.clone(), inputs.train.y.clone())
         } else {
-            let idx = plan.next();
-            let idx = Tensor::from_vec(idx, settings.batch_size, &device)?;
+            let idx = Tensor::from_vec(plan.next(), settings.batch_size, &device)?;
             (
                 inputs.train.x.index_select(&idx, 0)?,
                 inputs.train.y.index_select(&idx, 0)?,
             )
         };
-        let loss = match &mode {
-            Mode::Map { alpha, beta } => {
-                let w = model.mean_weights();
-                let nll = cross_entropy(&inputs.mlp.forward(&w, &x)?, &y)?;
-                nll.to_dtype(DType::F64)?
-                    .add(&model.l2sp_penalty(&[*alpha, *beta])?)?
+        trainer.step(&x, &y, step).map_err(|e| match e {
+            TransferError::Adapter(source @ deelbo_candle::AdapterError::Diverged { .. }) => {
+                TransferError::Training {
+                    context: context(step),
+                    source,
+                }
             }
-            Mode::Elbo(obj) => {
-                let w = model.sample(seed, step as u32)?;
-                let nll = cross_entropy(&inputs.mlp.forward(&w, &x)?, &y)?;
-                elbo_loss(&nll, &model.kl(obj)?)?
-            }
-        };
-        let grads = loss.backward()?;
-        opt.step(&grads, schedule.lr(step))
-            .map_err(|source| TransferError::Training {
-                context: context(step),
-                source,
-            })?;
+            other => other,
+        })?;
     }
-    let mean = model.mean_weights().detached();
-    let test = metrics_of(inputs.mlp, &mean, inputs.test)?;
+    let model = &trainer.model;
     let validation = match inputs.validation {
-        Some(v) => Some(metrics_of(inputs.mlp, &mean, v)?.into()),
+        Some(v) => Some(trainer.mean_metrics(v)?.into()),
         None => None,
     };
-    let (final_train_loss, lambda, tau, sigma, kappa) = match &mode {
+    let (final_train_loss, blocks, sigma, kappa) = match &trainer.mode {
         Mode::Map { alpha, beta } => {
-            let nll = metrics_of(inputs.mlp, &mean, inputs.train)?.nll;
+            let nll = trainer.mean_metrics(inputs.train)?.nll;
             let pen = model.l2sp_penalty(&[*alpha, *beta])?.to_scalar::<f64>()?;
-            (nll + pen, None, None, None, None)
+            (nll + pen, Vec::new(), None, None)
         }
         Mode::Elbo(obj) => {
-            let s = settings.final_loss_samples.max(1);
+            let s = settings.final_loss_samples;
             let mut nll = 0.0;
             for k in 0..s {
-                let w = model.sample_predictive(seed, k as u32)?;
-                nll += metrics_of(inputs.mlp, &w, inputs.train)?.nll;
+                let net = inputs.arch.build(
+                    model.predictive_var_builder(seed, k as u32)?,
+                    &trainer.hidden,
+                    CLASSES,
+                )?;
+                let lp = candle_nn::ops::log_softmax(&net.forward_t(&inputs.train.x, false)?, 1)?;
+                nll += metrics_from_log_probs(&lp, &inputs.train.labels)?.nll;
             }
             let kl = model.kl(obj)?;
-            let v = kl.variances()?;
+            let mut blocks = Vec::with_capacity(kl.blocks.len());
+            for b in &kl.blocks {
+                blocks.push(BlockReport {
+                    name: b.name.clone(),
+                    len: b.len,
+                    variance: b.variance.to_scalar::<f64>()?,
+                    distance_per_weight: b.squared_distance.to_scalar::<f64>()? / b.len as f64,
+                });
+            }
             let loss = nll / s as f64 + kl.loss.to_scalar::<f64>()?;
-            (
-                loss,
-                v.first().copied(),
-                v.get(1).copied(),
-                Some(model.sigma()?),
-                Some(obj.kappa()),
-            )
+            (loss, blocks, Some(model.sigma()?), Some(obj.kappa()))
         }
     };
     if !final_train_loss.is_finite() {
         return Err(TransferError::Training {
             context: context(settings.steps),
-            source: deelbo_candle::AdapterError::InvalidSetting {
+            source: deelbo_candle::AdapterError::Diverged {
                 name: "final training loss".to_string(),
                 value: final_train_loss,
-                reason: "must be finite".to_string(),
             },
         });
     }
+    let seconds = start.wall_seconds();
+    let cpu_seconds = start.cpu_seconds();
+    let eval = Stopwatch::start();
+    let test = trainer.mean_metrics(inputs.test)?.into();
+    let test_predictive = match trainer.mode {
+        Mode::Map { .. } => None,
+        Mode::Elbo(_) => {
+            let lp = predictive_log_probs_of(
+                model,
+                |vb| {
+                    let net = inputs.arch.build(vb, &trainer.hidden, CLASSES)?;
+                    Ok(net.forward_t(&inputs.test.x, false)?)
+                },
+                inputs.predictive_samples,
+                seed ^ 0x7e57,
+            )?;
+            Some(metrics_from_log_probs(&lp, &inputs.test.labels)?.into())
+        }
+    };
     Ok(RunOutcome {
         final_train_loss,
         validation,
-        test: test.into(),
-        lambda,
-        tau,
+        test,
+        test_predictive,
+        blocks,
         sigma,
         kappa,
-        seconds: start.wall_seconds(),
-        cpu_seconds: start.cpu_seconds(),
+        seconds,
+        cpu_seconds,
+        eval_seconds: eval.wall_seconds(),
     })
 }

@@ -23,6 +23,9 @@ fn tiny(dir: &std::path::Path) -> TransferConfig {
     c.protocol.elbo_lrs = vec![0.05, 0.01];
     c.protocol.train.steps = 15;
     c.protocol.pretrain.steps = 30;
+    c.protocol.pretrain.swag_steps = 10;
+    c.protocol.pretrain.swag_every = 2;
+    c.protocol.predictive_samples = 3;
     c
 }
 
@@ -48,21 +51,21 @@ fn same_result(a: &RunRecord, b: &RunRecord) {
         panic!("run {:?} failed", a.key());
     };
     assert_eq!(x.test, y.test, "run {:?}", a.key());
-    assert_eq!(x.final_train_loss, y.final_train_loss);
-    assert_eq!(x.lambda, y.lambda);
-    assert_eq!(x.tau, y.tau);
+    assert_eq!(x.final_train_loss, y.final_train_loss, "run {:?}", a.key());
+    assert_eq!(x.blocks, y.blocks);
+    assert_eq!(x.test_predictive, y.test_predictive);
 }
 
 #[test]
 fn resume_neither_redoes_nor_loses_runs() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny(dir.path());
-    let total = 3 + 2 + 2;
+    let total = 3 + 2 + 2 + 2;
     let mut count = Count::default();
     let first = run_experiment(&config, &mut count).unwrap();
     assert_eq!(count.runs, total);
     assert_eq!(first.records.len(), total);
-    assert_eq!(first.rows.len(), 3);
+    assert_eq!(first.rows.len(), 4);
 
     // A fresh run into the same directory is refused.
     assert!(matches!(
@@ -98,8 +101,8 @@ fn resume_neither_redoes_nor_loses_runs() {
     }
     assert_eq!(first.rows.len(), second.rows.len());
     for (a, b) in first.rows.iter().zip(&second.rows) {
-        assert_eq!(a.test_accuracy, b.test_accuracy);
-        assert_eq!(a.test_nll, b.test_nll);
+        assert_eq!(a.test, b.test);
+        assert_eq!(a.blocks, b.blocks);
         assert_eq!(a.runs, b.runs);
     }
     // The log now holds every run exactly once, and transfer.json every row.
@@ -110,7 +113,7 @@ fn resume_neither_redoes_nor_loses_runs() {
     keys.dedup();
     assert_eq!(keys.len(), total);
     let rows = read_rows_json(&second.files.json).unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
 
     // Resuming a finished experiment trains nothing.
     let mut count = Count::default();
@@ -146,8 +149,8 @@ fn resume_neither_redoes_nor_loses_runs() {
         .iter()
         .find(|r| r.method == Method::DeElbo)
         .unwrap();
-    assert_eq!(ft.row.test_accuracy, row.test_accuracy);
-    assert_eq!(ft.row.lambda, row.lambda);
+    assert_eq!(ft.row.test, row.test);
+    assert_eq!(ft.row.blocks, row.blocks);
     assert_eq!(ft.records.len(), 2);
 
     // Bad configurations are rejected before any work.

@@ -20,12 +20,12 @@ fn de_elbo_is_close_to_grid_search_and_plain_elbo_collapses() {
             .rows
             .iter()
             .find(|r| r.method == m)
-            .map(|r| r.test_accuracy)
+            .map(|r| r.test.accuracy)
             .unwrap()
     };
     let (grid, elbo, de) = (acc(Method::MapGrid), acc(Method::Elbo), acc(Method::DeElbo));
     println!("grid {grid:.3} elbo {elbo:.3} de-elbo {de:.3}");
-    assert!(report.pretrain.source_accuracy > 0.98);
+    assert!(report.pretrain[0].source_accuracy > 0.98);
     assert!(de >= grid - 0.03, "DE-ELBO {de:.3} vs grid {grid:.3}");
     assert!(de > 0.9, "DE-ELBO {de:.3}");
     assert!(elbo <= grid - 0.2, "plain ELBO {elbo:.3} vs grid {grid:.3}");
@@ -37,9 +37,21 @@ fn de_elbo_is_close_to_grid_search_and_plain_elbo_collapses() {
         .iter()
         .find(|r| r.method == Method::DeElbo)
         .unwrap();
-    let (lambda, tau) = (row.lambda.unwrap(), row.tau.unwrap());
+    let (lambda, tau) = (
+        row.variance("backbone").unwrap(),
+        row.variance("head").unwrap(),
+    );
     assert!(lambda > 0.0 && lambda < tau, "lambda {lambda} tau {tau}");
     let d = 64 * 256 + 256 + 256 * 256 + 256 + 256 * 5 + 5;
+    assert_eq!(row.blocks.iter().map(|b| b.len).sum::<usize>(), d);
+    // What lambda is made of: the distance moved per weight plus the posterior variance.
+    let sigma = row.sigma.unwrap();
+    let moved = row.distance_per_weight("backbone").unwrap();
+    assert!((lambda - (moved + sigma * sigma)).abs() <= 1e-9 * lambda);
+    let pred = row.test_predictive.unwrap();
+    assert!(pred.accuracy > 0.9, "predictive accuracy {}", pred.accuracy);
+    let ptyl = acc(Method::DeElboPtyl);
+    assert!(ptyl > 0.9, "DE-ELBO with the PTYL prior {ptyl:.3}");
     assert!((row.kappa.unwrap() - d as f64 / 50.0).abs() < 1e-9);
     assert_eq!(row.runs, 2);
     let grid_row = report

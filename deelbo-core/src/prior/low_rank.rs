@@ -12,6 +12,23 @@
 //!
 //! Then `v* = (x^T Sigma_p^-1 x + tr(Sigma_p^-1 S))/D` with `x = m - mu`, and
 //! `KL* = 1/2 [ D ln v* + ln det Sigma_p - sum_j ln sigma_j^2 ]` ([`KlTerms`]).
+//!
+//! # Cancellation
+//! Both Woodbury forms subtract: `(Sigma_p^-1)_jj = 1/a_j - ||L^-1 b_j||^2` and
+//! `Q = x^T A^-1 x - ||L^-1 B^T x||^2` lose digits when the low-rank part dominates (small `a_j`
+//! under large `U` rows), and in the worst case come out `<= 0` although the exact values are
+//! positive. Both are therefore kept inside bounds that hold exactly for any positive definite
+//! `Sigma_p`:
+//!
+//! - `1/Sigma_jj <= (Sigma_p^-1)_jj <= 1/a_j`, `Sigma_jj = a_j + ||u_j||^2` (Cauchy–Schwarz
+//!   and `Sigma_p >= A`); entries clamped to these bounds are counted
+//!   ([`LowRankDiagnostics::clamped_precision`]);
+//! - `(x^T x)^2 / (x^T Sigma_p x) <= Q <= x^T A^-1 x`; when the subtraction loses more than
+//!   4 digits, `Q` is recomputed as `x^T z` with `z = Sigma_p^-1 x` improved by
+//!   one step of iterative refinement (`r = x - Sigma_p z`, `z += Sigma_p^-1 r`, where
+//!   `Sigma_p z = A z + U (U^T z)` has no cancellation), then clamped.
+//!
+//! [`LowRankPrior::diagnostics`] reports the worst digit loss of the precision diagonal.
 
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -35,10 +52,43 @@ pub enum LowRankScale<'a> {
     },
 }
 
+/// Decimal digits the Woodbury subtraction of the Mahalanobis term may lose before `Q` is
+/// recomputed by iterative refinement (`x^T A^-1 x / Q > 10^REFINE_DIGITS`).
+pub(crate) const REFINE_DIGITS: f64 = 4.0;
+
+/// How much the Woodbury forms of a [`LowRankPrior`] cancel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowRankDiagnostics {
+    /// Entries of the precision diagonal `(Sigma_p^-1)_jj` that fell outside
+    /// `[1/Sigma_jj, 1/a_j]` by rounding and were clamped to the nearer bound.
+    pub clamped_precision: usize,
+    /// `max_j log10((1/a_j) / (Sigma_p^-1)_jj)`: the decimal digits the subtraction
+    /// `1/a_j - ||L^-1 b_j||^2` lost at worst (about 16 means no correct digit).
+    pub precision_digits_lost: f64,
+}
+
+/// The parts of a Mahalanobis distance `Q = x^T Sigma_p^-1 x` ([`LowRankPrior::mahalanobis_parts`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MahalanobisParts {
+    /// `Q` (refined if needed, clamped to its bounds).
+    pub value: f64,
+    /// `x^T A^-1 x`, the diagonal term (an upper bound of `Q`).
+    pub diagonal_term: f64,
+    /// `(x^T x)^2 / (x^T Sigma_p x)`, a lower bound of `Q` (computed only when `Q` was refined).
+    pub lower_bound: Option<f64>,
+    /// Whether the Woodbury subtraction lost more than 4 (`REFINE_DIGITS`) digits, so `Q` was
+    /// recomputed by iterative refinement.
+    pub refined: bool,
+    /// Whether the value was clamped to `[lower_bound, diagonal_term]`.
+    pub clamped: bool,
+}
+
 /// `Sigma_p = A + U U^T`, factored once at construction.
 #[derive(Debug, Clone)]
 pub struct LowRankPrior {
     diag: Array1<f64>,
+    /// `U`, `D x K`.
+    u: Array2<f64>,
     /// `B = A^-1 U`, `D x K`.
     b: Array2<f64>,
     /// Lower Cholesky factor of the `K x K` core `C = I + U^T A^-1 U`.
@@ -47,6 +97,7 @@ pub struct LowRankPrior {
     /// `(Sigma_p^-1)_jj` for every `j`.
     precision_diag: Array1<f64>,
     trace_inverse: f64,
+    diagnostics: LowRankDiagnostics,
 }
 
 impl LowRankPrior {
@@ -87,20 +138,62 @@ impl LowRankPrior {
             + 2.0 * core_chol.diag().iter().map(|l| l.ln()).sum::<f64>();
         let mut precision_diag = Array1::zeros(d);
         let mut work = vec![0.0; k];
+        let mut clamped_precision = 0;
+        let mut precision_digits_lost = 0.0f64;
         for j in 0..d {
             work.iter_mut().zip(b.row(j)).for_each(|(w, &bj)| *w = bj);
             forward_substitute(&core_chol, &mut work);
-            precision_diag[j] = 1.0 / diag[j] - work.iter().map(|w| w * w).sum::<f64>();
+            let upper = 1.0 / diag[j];
+            let sigma_jj = diag[j] + factor.row(j).iter().map(|u| u * u).sum::<f64>();
+            let lower = 1.0 / sigma_jj;
+            let raw = upper - work.iter().map(|w| w * w).sum::<f64>();
+            let p = if raw < lower || raw > upper || !raw.is_finite() {
+                clamped_precision += 1;
+                raw.clamp(lower, upper)
+            } else {
+                raw
+            };
+            precision_digits_lost = precision_digits_lost.max((upper / p).log10());
+            precision_diag[j] = p;
         }
         let trace_inverse = deterministic_sum(precision_diag.iter().copied());
         Ok(Self {
             diag,
+            u: factor.to_owned(),
             b,
             core_chol,
             log_det,
             precision_diag,
             trace_inverse,
+            diagnostics: LowRankDiagnostics {
+                clamped_precision,
+                precision_digits_lost,
+            },
         })
+    }
+
+    /// How much the precision diagonal cancelled at construction (clamped entries, digits
+    /// lost).
+    pub fn diagnostics(&self) -> LowRankDiagnostics {
+        self.diagnostics
+    }
+
+    /// `Sigma_p x = A x + U (U^T x)` (no cancellation).
+    ///
+    /// # Formula
+    /// ```text
+    /// Sigma_p x = A x + U (U^T x)
+    /// ```
+    pub fn covariance_times(&self, x: &[f64]) -> Result<Vec<f64>> {
+        check::same_len("vector", self.len(), x.len())?;
+        let ut_x: Vec<f64> = (0..self.rank())
+            .map(|p| deterministic_sum(x.iter().zip(self.u.column(p)).map(|(x, u)| x * u)))
+            .collect();
+        Ok(x.iter()
+            .zip(&self.diag)
+            .zip(self.u.rows())
+            .map(|((x, a), u)| a * x + u.iter().zip(&ut_x).map(|(u, c)| u * c).sum::<f64>())
+            .collect())
     }
 
     /// `D`.
@@ -143,15 +236,70 @@ impl LowRankPrior {
         proj
     }
 
-    /// `x^T Sigma_p^-1 x = sum_j x_j^2/a_j - ||L^-1 B^T x||^2`.
+    /// `x^T Sigma_p^-1 x`, refined and clamped as described in the module docs (see
+    /// [`LowRankPrior::mahalanobis_parts`] for the diagnostic).
+    ///
+    /// # Formula
+    /// ```text
+    /// Q = sum_j x_j^2/a_j - ||L^-1 B^T x||^2,  clamped to [(x^T x)^2/(x^T Sigma_p x), x^T A^-1 x]
+    /// ```
     pub fn mahalanobis(&self, x: &[f64]) -> Result<f64> {
+        Ok(self.mahalanobis_parts(x)?.value)
+    }
+
+    /// `Q = x^T Sigma_p^-1 x` with its bounds and whether it was refined or clamped.
+    ///
+    /// # Formula
+    /// ```text
+    /// Q0 = x^T A^-1 x - ||L^-1 B^T x||^2;  if x^T A^-1 x / Q0 > 10^REFINE_DIGITS:
+    /// z = Sigma_p^-1 x, z += Sigma_p^-1 (x - Sigma_p z), Q = x^T z
+    /// ```
+    pub fn mahalanobis_parts(&self, x: &[f64]) -> Result<MahalanobisParts> {
         check::same_len("vector", self.len(), x.len())?;
         let first = deterministic_sum(x.iter().zip(&self.diag).map(|(x, a)| x * x / a));
         let w = self.whitened_projection(x);
-        Ok(first - w.iter().map(|v| v * v).sum::<f64>())
+        let raw = first - w.iter().map(|v| v * v).sum::<f64>();
+        let refined = !(raw > 0.0 && first / raw <= 10f64.powf(REFINE_DIGITS));
+        if !refined {
+            // At most REFINE_DIGITS digits lost, and raw <= first since ||L^-1 B^T x||^2 >= 0.
+            return Ok(MahalanobisParts {
+                value: raw,
+                diagonal_term: first,
+                lower_bound: None,
+                refined,
+                clamped: false,
+            });
+        }
+        let mut z = self.precision_times(x)?;
+        let sz = self.covariance_times(&z)?;
+        let r: Vec<f64> = x.iter().zip(&sz).map(|(x, s)| x - s).collect();
+        let dz = self.precision_times(&r)?;
+        z.iter_mut().zip(&dz).for_each(|(z, d)| *z += d);
+        let value = deterministic_sum(x.iter().zip(&z).map(|(x, z)| x * z));
+        let xx = deterministic_sum(x.iter().map(|x| x * x));
+        let sx = self.covariance_times(x)?;
+        let xsx = deterministic_sum(x.iter().zip(&sx).map(|(x, s)| x * s));
+        let lower = if xsx > 0.0 { xx * xx / xsx } else { 0.0 };
+        let clamped = !(value >= lower && value <= first);
+        Ok(MahalanobisParts {
+            value: if clamped {
+                value.clamp(lower, first.max(lower))
+            } else {
+                value
+            },
+            diagonal_term: first,
+            lower_bound: Some(lower),
+            refined,
+            clamped,
+        })
     }
 
     /// `Sigma_p^-1 x = A^-1 x - B C^-1 B^T x`.
+    ///
+    /// # Formula
+    /// ```text
+    /// Sigma_p^-1 x = A^-1 x - B C^-1 B^T x,  B = A^-1 U,  C = I + U^T A^-1 U
+    /// ```
     pub fn precision_times(&self, x: &[f64]) -> Result<Vec<f64>> {
         check::same_len("vector", self.len(), x.len())?;
         let mut y = self.whitened_projection(x);
@@ -212,6 +360,7 @@ impl LowRankPrior {
             log_det_prior: self.log_det,
             sum_ln_sigma2,
             isotropic_sigma2,
+            shape: super::PriorShape::LowRank,
         })
     }
 

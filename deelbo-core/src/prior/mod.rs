@@ -17,7 +17,7 @@
 
 mod low_rank;
 
-pub use low_rank::{LowRankPrior, LowRankScale};
+pub use low_rank::{LowRankDiagnostics, LowRankPrior, LowRankScale, MahalanobisParts};
 
 use crate::check;
 use crate::error::{CoreError, Result};
@@ -32,6 +32,17 @@ pub enum PriorVariance {
     Learned,
     /// Held at a given value `v > 0` (e.g. a grid-search or MAP baseline).
     Fixed(f64),
+}
+
+/// The covariance shape `Sigma_p` of a block's prior `N(mu, v Sigma_p)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PriorShape {
+    /// `Sigma_p = I`: the KL gradient in the means is `(m - mu)/v`.
+    #[default]
+    Isotropic,
+    /// `Sigma_p = A + U U^T` ([`low_rank::LowRankPrior`]): the KL gradient in the means is
+    /// `Sigma_p^-1 (m - mu)/v`.
+    LowRank,
 }
 
 /// The scalars the KL of one block needs. Build with [`KlTerms::isotropic`],
@@ -50,6 +61,8 @@ pub struct KlTerms {
     pub sum_ln_sigma2: f64,
     /// `Some(sigma^2)` when `q` is isotropic (enables the shared-sigma gradient).
     pub isotropic_sigma2: Option<f64>,
+    /// The prior covariance shape (which mean-gradient form applies).
+    pub shape: PriorShape,
 }
 
 impl KlTerms {
@@ -74,6 +87,7 @@ impl KlTerms {
                 ScaleStats::Isotropic { sigma } => Some(sigma * sigma),
                 ScaleStats::Diagonal { .. } => None,
             },
+            shape: PriorShape::Isotropic,
         })
     }
 

@@ -1,0 +1,179 @@
+//! A `candle_nn::VarBuilder` whose tensors are the variational posterior: any candle model
+//! (every `candle_nn` layer, every `candle-transformers` model) built from it runs on
+//! reparameterized weights, with no change to the model's code.
+//!
+//! ```text
+//! let net = MyNet::new(model.var_builder(seed, step)?)?;   // w~ = m + sigma eps, every tensor
+//! let loss = elbo_loss(&cross_entropy(&net.forward(&x)?, &y)?, &model.kl(&objective)?)?;
+//! opt.step(&loss.backward()?, lr)?;
+//! ```
+//!
+//! Three builders come from the same [`VariationalModel`]:
+//!
+//! - [`VariationalModel::var_builder`]`(seed, step)`: training. The tensor named `name`
+//!   (block `b`, flat offset `o` in the block) is `w = m + sigma eps`,
+//!   `eps_j = normal_at(NoiseKey::for_block_step(seed, b, step), o + j)`, differentiable in the
+//!   mean and in `rho`; bit for bit the tensor [`VariationalModel::sample`] gives.
+//! - [`VariationalModel::mean_var_builder`]: the means themselves (the posterior-mean network;
+//!   for MAP training, graph-connected).
+//! - [`VariationalModel::predictive_var_builder`]`(seed, s)`: sample `s` of the predictive
+//!   average, detached, with the keys of [`VariationalModel::sample_predictive`].
+//!
+//! Buffers (batch-norm running statistics) are handed out as the model's own `Var`s in every
+//! builder, so a `batch_norm` layer's running-statistics updates persist across the per-step
+//! rebuilds. A request for a name the model does not have, or with another shape, is an error
+//! naming the tensor.
+//!
+//! Cost of a build: one hash lookup and one fused sample per tensor the model asks for (the
+//! sample is the work the step needs anyway); the builder itself is two small allocations.
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use deelbo_core::NoiseKey;
+
+use crate::error::{AdapterError, Result};
+use crate::model::{PREDICTIVE_BLOCK_BIT, VariationalModel};
+
+/// Which weights a builder hands out.
+#[derive(Debug, Clone)]
+enum Draw {
+    /// `m + sigma eps` with training keys, graph-connected to `m` and `rho`.
+    Train { sigma: Tensor, seed: u64, step: u32 },
+    /// The means (graph-connected).
+    Mean,
+    /// `m + sigma eps` with predictive keys, detached.
+    Predictive {
+        sigma: Tensor,
+        seed: u64,
+        sample: u32,
+    },
+}
+
+/// The [`SimpleBackend`] behind the model's VarBuilders.
+struct VariationalBackend<'a> {
+    model: &'a VariationalModel,
+    draw: Draw,
+}
+
+fn wrap(e: AdapterError) -> candle_core::Error {
+    candle_core::Error::wrap(e)
+}
+
+impl VariationalBackend<'_> {
+    fn tensor(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        if let Some(buffer) = self.model.buffer(name) {
+            let t = buffer.as_tensor().clone();
+            return if t.dtype() == dtype {
+                Ok(t)
+            } else {
+                t.to_dtype(dtype)
+            };
+        }
+        let (block, t) = self.model.lookup(name).ok_or_else(|| {
+            wrap(AdapterError::MissingTensor {
+                name: name.to_string(),
+            })
+        })?;
+        let w = match &self.draw {
+            Draw::Mean => t.mean.as_tensor().clone(),
+            Draw::Train { sigma, seed, step } => self
+                .model
+                .draw(
+                    t,
+                    sigma,
+                    NoiseKey::for_block_step(*seed, block.index(), *step),
+                    true,
+                )
+                .map_err(wrap)?,
+            Draw::Predictive {
+                sigma,
+                seed,
+                sample,
+            } => self
+                .model
+                .draw(
+                    t,
+                    sigma,
+                    NoiseKey::for_block_step(*seed, block.index() | PREDICTIVE_BLOCK_BIT, *sample),
+                    false,
+                )
+                .map_err(wrap)?,
+        };
+        if w.dtype() == dtype {
+            Ok(w)
+        } else {
+            w.to_dtype(dtype)
+        }
+    }
+}
+
+impl SimpleBackend for VariationalBackend<'_> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.tensor(name, dtype)?;
+        if t.shape() != &s {
+            return Err(wrap(AdapterError::ShapeMismatch {
+                name: name.to_string(),
+                expected: t.dims().to_vec(),
+                found: s.dims().to_vec(),
+            }));
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.tensor(name, dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.model.buffer(name).is_some() || self.model.lookup(name).is_some()
+    }
+}
+
+impl VariationalModel {
+    fn builder(&self, draw: Draw) -> VarBuilder<'_> {
+        VarBuilder::from_backend(
+            Box::new(VariationalBackend { model: self, draw }),
+            self.dtype(),
+            self.device().clone(),
+        )
+    }
+
+    /// A VarBuilder for training step `step`: every tensor a model requests is the
+    /// reparameterized sample `w = m + sigma eps` of [`VariationalModel::sample`] (same bits),
+    /// connected to the means and to `rho`. Build the model from it once per step.
+    pub fn var_builder(&self, seed: u64, step: u32) -> Result<VarBuilder<'_>> {
+        let sigma = self.sigma_tensor()?;
+        Ok(self.builder(Draw::Train { sigma, seed, step }))
+    }
+
+    /// A VarBuilder of the means themselves, graph-connected: the posterior-mean network, or
+    /// the network a MAP run trains.
+    pub fn mean_var_builder(&self) -> VarBuilder<'_> {
+        self.builder(Draw::Mean)
+    }
+
+    /// A VarBuilder for sample `sample` of the S-sample predictive
+    /// `p(y | x) ~= (1/S) sum_s p(y | x, w_s)`: the detached weights of
+    /// [`VariationalModel::sample_predictive`] (keys disjoint from every training key).
+    pub fn predictive_var_builder(&self, seed: u64, sample: u32) -> Result<VarBuilder<'_>> {
+        let sigma = Tensor::new(self.sigma()?, self.device())?;
+        Ok(self.builder(Draw::Predictive {
+            sigma,
+            seed,
+            sample,
+        }))
+    }
+}

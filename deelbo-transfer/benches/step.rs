@@ -1,0 +1,199 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+#![allow(clippy::expect_used)] // a bench aborts on a broken setup
+//! One training step, DE-ELBO vs MAP (+ L2-SP), same model, batch and device (CPU, the
+//! experiment's `Trainer::step`): the MLP (64-256-256-5) and the conv net, at the experiment's
+//! minibatch of 128 and at the full set of N = 50.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=1 cargo bench -p deelbo-transfer --bench step
+//! ```
+//!
+//! Criterion times each step; afterwards the bench prints the DE-ELBO/MAP step ratio measured
+//! in the same process by interleaved rounds (median over rounds of wall time, and the ratio of
+//! process CPU seconds over all rounds), so machine load drifts hit both sides alike.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use criterion::{Criterion, criterion_group};
+use deelbo_candle::{SwagStatistics, seeded_var_builder};
+use deelbo_core::{KappaRule, NoiseKey, normal_at};
+use deelbo_transfer::cputime::process_cpu_seconds;
+use deelbo_transfer::data::{Batch, CLASSES};
+use deelbo_transfer::pretrain::{PretrainRecord, Pretrained, is_buffer};
+use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer};
+use deelbo_transfer::{Architecture, PretrainSettings, TrainSettings};
+use ndarray::Array2;
+
+type Setup = (Pretrained, Batch);
+
+/// A "pretrained" network (seeded initialization) and a batch of `n` random 8x8 inputs.
+fn setup(arch: Architecture, n: usize) -> Setup {
+    let dev = Device::Cpu;
+    let settings = PretrainSettings::default();
+    let varmap = VarMap::new();
+    arch.build(
+        seeded_var_builder(&varmap, 1, DType::F32, &dev),
+        &settings.hidden,
+        CLASSES,
+    )
+    .expect("network");
+    let mut tensors: Vec<(String, Tensor)> = varmap
+        .data()
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let layout: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("head.") && !is_buffer(k))
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect();
+    let d: usize = layout
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let pretrained = Pretrained {
+        tensors,
+        swag: SwagStatistics {
+            layout,
+            mean: vec![0.0; d],
+            variance: vec![1.0; d],
+            deviations: Array2::zeros((d, 5)),
+            snapshots: 5,
+        },
+        record: PretrainRecord {
+            arch,
+            settings,
+            source_accuracy: 1.0,
+            source_nll: 0.0,
+            swag_snapshots: 5,
+            seconds: 0.0,
+        },
+    };
+    let key = NoiseKey::new(9, 9);
+    let x: Vec<f32> = (0..n * 64)
+        .map(|i| normal_at(key, i as u64).abs().min(1.0))
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % CLASSES as u32).collect();
+    let batch = Batch {
+        x: Tensor::from_vec(x, (n, 64), &dev).expect("x"),
+        y: Tensor::from_vec(labels.clone(), n, &dev).expect("y"),
+        labels,
+    };
+    (pretrained, batch)
+}
+
+fn trainer(s: &Setup, arch: Architecture, objective: RunObjective) -> Trainer {
+    let inputs = RunInputs {
+        arch,
+        pretrained: &s.0,
+        ptyl: None,
+        train: &s.1,
+        validation: None,
+        test: &s.1,
+        predictive_samples: 1,
+    };
+    let settings = TrainSettings {
+        steps: u32::MAX as usize,
+        ..TrainSettings::default()
+    };
+    Trainer::new(&inputs, objective, 1e-2, 0, &settings).expect("trainer")
+}
+
+const MAP: RunObjective = RunObjective::Map {
+    alpha: 1e-3,
+    beta: 1e-3,
+};
+const DE_ELBO: RunObjective = RunObjective::Variational {
+    rule: KappaRule::DataEmphasized,
+    prior: BackbonePrior::L2sp,
+};
+
+const CASES: [(Architecture, usize); 4] = [
+    (Architecture::Mlp, 128),
+    (Architecture::Mlp, 50),
+    (Architecture::Conv, 128),
+    (Architecture::Conv, 50),
+];
+
+fn bench_steps(c: &mut Criterion) {
+    for (arch, n) in CASES {
+        let s = setup(arch, n);
+        let mut group = c.benchmark_group(format!("step/{arch}/batch{n}"));
+        group.measurement_time(Duration::from_secs(3));
+        for (name, objective) in [("map", MAP), ("de-elbo", DE_ELBO)] {
+            let mut t = trainer(&s, arch, objective);
+            let mut step = 0usize;
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    step += 1;
+                    t.step(&s.1.x, &s.1.y, step).expect("step")
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// DE-ELBO/MAP by interleaved rounds: (median wall ratio, CPU-seconds ratio).
+fn interleaved_ratio(arch: Architecture, n: usize, rounds: usize, steps: usize) -> (f64, f64) {
+    let s = setup(arch, n);
+    let mut map = trainer(&s, arch, MAP);
+    let mut de = trainer(&s, arch, DE_ELBO);
+    let mut walls = [Vec::new(), Vec::new()];
+    let mut cpu = [0.0f64; 2];
+    let mut step = 0usize;
+    for _ in 0..rounds {
+        for (k, t) in [&mut map, &mut de].into_iter().enumerate() {
+            let c0 = process_cpu_seconds().unwrap_or(0.0);
+            let w0 = Instant::now();
+            for _ in 0..steps {
+                step += 1;
+                t.step(&s.1.x, &s.1.y, step).expect("step");
+            }
+            walls[k].push(w0.elapsed().as_secs_f64());
+            cpu[k] += process_cpu_seconds().unwrap_or(0.0) - c0;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m, d) = (median(&mut walls[0]), median(&mut walls[1]));
+    (
+        d / m,
+        if cpu[0] > 0.0 {
+            cpu[1] / cpu[0]
+        } else {
+            f64::NAN
+        },
+    )
+}
+
+criterion_group! {
+    name = benches;
+    // Plots need system fonts (criterion's plotters backend); the numbers do not.
+    config = Criterion::default().without_plots();
+    targets = bench_steps
+}
+
+fn main() {
+    benches();
+    Criterion::default()
+        .without_plots()
+        .configure_from_args()
+        .final_summary();
+    println!("\nDE-ELBO / MAP step ratio (same process, interleaved; target <= 1.15):");
+    println!(
+        "{:<6} {:>6} {:>12} {:>12}",
+        "arch", "batch", "wall median", "cpu total"
+    );
+    for (arch, n) in CASES {
+        let (wall, cpu) = interleaved_ratio(arch, n, 15, 40);
+        println!("{:<6} {:>6} {:>11.3}x {:>11.3}x", arch.name(), n, wall, cpu);
+    }
+}

@@ -3,8 +3,16 @@
 //!
 //! A block is a flat run of `D_b` weights (or variational means, or prior means). The objective
 //! needs only its length, a few reductions (all returned in `f64`), the reparameterized sample
-//! `w = m + sigma eps` and axpy-style updates. A GPU buffer or a candle tensor can implement these
-//! two traits in a few lines each; [`crate::objective`] never asks for anything else.
+//! `w = m + sigma eps` and axpy-style updates, on host memory.
+//!
+//! These traits are the host-side reference, not the seam to a device or a framework: neither
+//! deelbo-cuda nor deelbo-candle implements them for device memory or tensors. The seam is
+//! **device reductions -> [`crate::KlTerms`] -> [`crate::Objective`]**: a device computes a
+//! block's `M_b = ||m - mu||^2` (and, for a diagonal `q`, `sum sigma_j^2` and `sum ln sigma_j^2`)
+//! itself, hands those few `f64` to [`crate::KlTerms::isotropic`] (or builds them with
+//! [`crate::fused::ForwardStats::kl_terms`]), and gets `v*`, `KL*` and the gradient constants back
+//! from [`crate::Objective::evaluate`] and [`crate::fused::KlGradScales::from_evaluation`]
+//! (`docs/DESIGN.md §1, §3`).
 //!
 //! # The reduction order (one for the whole crate)
 //!

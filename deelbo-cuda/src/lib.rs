@@ -4,7 +4,8 @@
 //! `w = m + sigma eps` with counter-based Philox noise generated in registers and reduces
 //! `M = ||m - mu||^2` (the closed-form prior variance is `v* = M/D + sigma^2`); one backward kernel
 //! regenerates the same noise instead of storing it and applies the KL gradients and, optionally,
-//! a momentum-SGD update. Design: `DESIGN.md` §4; the CPU reference is `deelbo_core::fused`.
+//! a momentum-SGD update. Design: `docs/DESIGN.md` §3.4 (data flow) and §6 (the noise); the CPU
+//! reference is `deelbo_core::fused`.
 //!
 //! - Kernels are compiled at run time by NVRTC from self-contained source generated in Rust
 //!   ([`source`]), with `--fmad=false`, so the noise is bit-identical to

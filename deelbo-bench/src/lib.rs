@@ -68,14 +68,10 @@ pub fn cpu_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Deterministic benchmark data: `scale * eps` from the core's noise with its own stream.
+/// Deterministic benchmark data: `scale * eps` from the core's noise with its own stream
+/// (the workspace's shared test-data helper, [`deelbo_core::test_util::normal_data`]).
 pub fn data(len: usize, stream: u64, scale: f32) -> Vec<f32> {
-    let mut v = vec![0.0f32; len];
-    deelbo_core::fill_normals(NoiseKey::new(0xbe7c, stream), 0, &mut v);
-    for x in &mut v {
-        *x *= scale;
-    }
-    v
+    deelbo_core::test_util::normal_data(len, NoiseKey::new(0xbe7c, stream), scale)
 }
 
 /// A human-readable `D`: `1e5`, `2.5e7`, ...

@@ -439,9 +439,100 @@ fn sample_tile(w: &mut [f32], m: &[f32], scale: Scale<'_>, eps: &[f32]) {
     }
 }
 
+/// `eps_i <- m_i + sigma_i eps_i` in place in the L1-resident noise buffer (the same operations
+/// as [`sample_tile`]), for a tile then written out by [`stream_tile`].
+#[inline(always)]
+fn sample_in_place(buf: &mut [f32], m: &[f32], scale: Scale<'_>) {
+    let n = buf.len();
+    let m = &m[..n];
+    match scale {
+        Scale::Isotropic(s) => {
+            for i in 0..n {
+                buf[i] = sample_element(m[i], s, buf[i]);
+            }
+        }
+        Scale::Diagonal(sig) => {
+            let sig = &sig[..n];
+            for i in 0..n {
+                buf[i] = sample_element(m[i], sig[i], buf[i]);
+            }
+        }
+    }
+}
+
+/// With [`SampleStores::Auto`], samples of at least this many weights are written with
+/// non-temporal (streaming) stores: such a sample (16 MiB and up) no longer stays in the caches
+/// for the model that reads it next, and ordinary stores would first read every line of `w`
+/// from memory (4 more bytes per weight) only to overwrite it. Below it, ordinary stores keep
+/// `w` in cache.
+pub const STREAMING_STORE_MIN_LEN: usize = 1 << 22;
+
+/// How the fused forward writes the sample `w` (the values are the same bits either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleStores {
+    /// Streaming stores from [`STREAMING_STORE_MIN_LEN`] weights on, ordinary ones below.
+    #[default]
+    Auto,
+    /// Ordinary stores (the line is read for ownership, then written back).
+    Regular,
+    /// Non-temporal streaming stores (`movntps` on x86-64; ordinary stores elsewhere).
+    Streaming,
+}
+
+impl SampleStores {
+    /// Whether a sample of `len` weights is written with streaming stores.
+    pub fn streams(self, len: usize) -> bool {
+        match self {
+            Self::Auto => len >= STREAMING_STORE_MIN_LEN,
+            Self::Regular => false,
+            Self::Streaming => true,
+        }
+    }
+}
+
+/// Copies `src` to `dst` (same length) with non-temporal stores where `dst` is 16-byte aligned
+/// (scalar head and tail); values are copied bit for bit. The caller issues a store fence before
+/// the data is handed to another thread ([`store_fence`]).
+#[inline(always)]
+fn stream_tile(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        let head = dst.as_ptr().align_offset(16).min(n);
+        dst[..head].copy_from_slice(&src[..head]);
+        let body = head + (n - head) / 4 * 4;
+        let mut i = head;
+        while i < body {
+            // SAFETY: `i + 4 <= body <= n` for both slices; `dst[i..]` is 16-byte aligned (`i -
+            // head` is a multiple of 4 floats past the aligned `dst[head]`); the load is
+            // unaligned. SSE is part of the x86-64 baseline.
+            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
+            i += 4;
+        }
+        dst[body..].copy_from_slice(&src[body..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's streaming stores before its later stores (streaming stores are weakly
+/// ordered), so the thread that joins it sees every value.
+#[inline(always)]
+fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// The forward pass over chunk `range = [start, end)`: `w` is the chunk's slice of the sample.
 struct ForwardChunk<'a> {
     isa: InstructionSet,
+    /// Whether `w` is written with streaming stores.
+    streaming: bool,
     mean: &'a [f32],
     prior_mean: Option<&'a [f32]>,
     scale: Scale<'a>,
@@ -467,6 +558,7 @@ impl Kernel for ForwardChunk<'_> {
 fn forward_chunk(x: ForwardChunk<'_>) -> [f64; 3] {
     let ForwardChunk {
         isa,
+        streaming,
         mean,
         prior_mean,
         scale,
@@ -488,7 +580,9 @@ fn forward_chunk(x: ForwardChunk<'_>) -> [f64; 3] {
             prefetch(mu, t1);
         }
         let lw = local + t0 - start;
-        prefetch(w, lw + n);
+        if !streaming {
+            prefetch(w, lw + n);
+        }
         let eps = &mut eps[..n];
         fill_normals_on(isa, key, first_index + t0 as u64, eps);
         let m = &mean[t0..t1];
@@ -496,7 +590,12 @@ fn forward_chunk(x: ForwardChunk<'_>) -> [f64; 3] {
             Scale::Isotropic(s) => Scale::Isotropic(s),
             Scale::Diagonal(sig) => Scale::Diagonal(&sig[t0..t1]),
         };
-        sample_tile(&mut w[lw..lw + n], m, tile_scale, eps);
+        if streaming {
+            sample_in_place(eps, m, tile_scale);
+            stream_tile(&mut w[lw..lw + n], eps);
+        } else {
+            sample_tile(&mut w[lw..lw + n], m, tile_scale, eps);
+        }
         let mu = prior_mean.map_or(&ZEROS[..n], |p| &p[t0..t1]);
         add_sq_dist(isa, &mut sq, m, mu);
         if let Scale::Diagonal(sig) = tile_scale {
@@ -506,6 +605,9 @@ fn forward_chunk(x: ForwardChunk<'_>) -> [f64; 3] {
             });
             accumulate(&mut ln, sig, sig, |s, _| 2.0 * f64::from(s).ln());
         }
+    }
+    if streaming {
+        store_fence();
     }
     [sq.total(), s2.total(), ln.total()]
 }
@@ -560,7 +662,35 @@ pub fn forward_on(
     sample: &mut [f32],
     threads: usize,
 ) -> Result<ForwardStats> {
+    forward_with_stores(
+        isa,
+        SampleStores::Auto,
+        mean,
+        prior_mean,
+        scale,
+        key,
+        first_index,
+        sample,
+        threads,
+    )
+}
+
+/// [`forward_on`] with a chosen way of writing the sample (for benchmarks comparing the two;
+/// the results are the same bits either way).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with_stores(
+    isa: InstructionSet,
+    stores: SampleStores,
+    mean: &[f32],
+    prior_mean: Option<&[f32]>,
+    scale: Scale<'_>,
+    key: NoiseKey,
+    first_index: u64,
+    sample: &mut [f32],
+    threads: usize,
+) -> Result<ForwardStats> {
     let len = mean.len();
+    let streaming = stores.streams(len);
     check::same_len("sample", len, sample.len())?;
     check_prior(len, prior_mean)?;
     check_scale(len, scale)?;
@@ -569,6 +699,7 @@ pub fn forward_on(
     let per_chunk = |out: &mut &mut [f32], start: usize, end: usize, local: usize| {
         isa.run(ForwardChunk {
             isa,
+            streaming,
             mean,
             prior_mean,
             scale,

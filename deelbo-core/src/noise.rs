@@ -25,19 +25,24 @@
 //!
 //! [`fill_normals`] picks the fastest path the running CPU supports ([`InstructionSet`]):
 //! AVX-512F intrinsics (sixteen Philox blocks per vector, two vectors' rounds interleaved),
-//! AVX2 (the scalar code compiled for 8 lanes), or the portable baseline. All three perform the
+//! AVX2 intrinsics (eight blocks per vector, two vectors interleaved, the same layout), or the
+//! portable baseline. All three perform the
 //! same IEEE 754 operations in the same order and give the same bits;
 //! `tests/noise_paths.rs` compares them over 1e8 values and against digests recorded before
-//! the AVX-512 path existed. Measured on one core of the 2-core development machine (a Xeon
-//! with AVX-512, in cache, under load): portable 3.24, AVX2 1.77, AVX-512 0.95 ns per normal
-//! (`deelbo-bench/results/cpu/one_core.txt`; `deelbo-bench/scripts/cpu-results.sh` regenerates
-//! it).
+//! the AVX-512 path existed. Measured on one core, in cache: on an earlier Xeon with AVX-512
+//! (under load) portable 3.24, autovectorized AVX2 1.77, AVX-512 0.95 ns per normal; on the
+//! current development machine, an AMD EPYC Zen 3 VM without AVX-512 (load 9.5), portable 5.92
+//! and AVX2 intrinsics 2.69 ns per normal, against 3.19 for the autovectorized AVX2 code before
+//! (`deelbo-bench/results/cpu/one_core.txt`, `results/cpu/before/`;
+//! `deelbo-bench/scripts/cpu-results.sh` regenerates them).
 //!
 //! Accuracy: `|ln|` and `sin/cos` errors are a few f32 ulps; the radius uses a 23-bit uniform, so
 //! `|eps| <= sqrt(-2 ln 2^-24) ≈ 5.77` (the tail beyond 5.77 sd, probability 8e-9, is cut).
 
 use rand_philox::{Philox, philox4x32_10, splitmix64};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -212,8 +217,7 @@ pub fn normal_at(key: NoiseKey, index: u64) -> f32 {
     normals_from_words(key.block_words(index / 4))[(index % 4) as usize]
 }
 
-/// Words generated per refill in [`fill_normals`] on the portable and AVX2 paths (a multiple of
-/// `4 LANES`).
+/// Words generated per refill in [`fill_normals`] on the portable path.
 const WORDS_PER_CHUNK: usize = 1024;
 
 /// The instruction-set paths of [`fill_normals_on`]. Every path computes the same operations on
@@ -239,8 +243,8 @@ impl InstructionSet {
         Self(Path::Portable)
     }
 
-    /// Sixteen Philox blocks and the transform compiled for AVX2 (8 lanes), when the CPU has
-    /// AVX2.
+    /// Philox and the transform in AVX2 intrinsics (8 lanes, sixteen blocks per step), when the
+    /// CPU has AVX2.
     pub fn avx2() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
@@ -359,31 +363,9 @@ pub fn fill_normals_on(isa: InstructionSet, key: NoiseKey, first: u64, out: &mut
         // SAFETY (both arms): an `InstructionSet` holding this path is only constructed after
         // run-time detection of the feature (`InstructionSet::avx2`, `::avx512`).
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { fill_blocks_avx2(key, start_block, body) },
+        Path::Avx2 => unsafe { avx2::fill_blocks(key, start_block, body) },
         #[cfg(target_arch = "x86_64")]
         Path::Avx512 => unsafe { avx512::fill_blocks(key, start_block, body) },
-    }
-}
-
-/// Philox blocks evaluated side by side by [`philox_lanes`] (a multiple that divides
-/// [`WORDS_PER_CHUNK`] / 4).
-const LANES: usize = 16;
-
-/// The words of blocks `first_block ..` of `key`'s stream into `out` (`out.len()` a multiple of
-/// `4 LANES`), `LANES` independent calls of [`philox4x32_10`] at a time so they vectorize.
-#[inline(always)]
-fn philox_lanes(key: NoiseKey, first_block: u64, out: &mut [u32]) {
-    let k = key.philox_key();
-    let mut block = first_block;
-    for chunk in out.chunks_exact_mut(4 * LANES) {
-        let mut words = [[0u32; 4]; LANES];
-        for (l, w) in words.iter_mut().enumerate() {
-            *w = philox4x32_10(key.counter_words(block + l as u64), k);
-        }
-        for (o, w) in chunk.chunks_exact_mut(4).zip(&words) {
-            o.copy_from_slice(w);
-        }
-        block += LANES as u64;
     }
 }
 
@@ -409,24 +391,6 @@ fn fill_blocks_portable(key: NoiseKey, first_block: u64, out: &mut [f32]) {
         rng.fill_u32(&mut words[..n_words]);
         transform_words(&words[..n_words], &mut normals[..n_words]);
         chunk.copy_from_slice(&normals[..chunk.len()]);
-    }
-}
-
-/// [`fill_blocks_portable`] compiled for AVX2 (no FMA: products and sums still round separately).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn fill_blocks_avx2(key: NoiseKey, first_block: u64, out: &mut [f32]) {
-    let mut words = [0u32; WORDS_PER_CHUNK];
-    let mut normals = [0.0f32; WORDS_PER_CHUNK];
-    let mut block = first_block;
-    for chunk in out.chunks_mut(WORDS_PER_CHUNK) {
-        let n_words = chunk.len().div_ceil(4) * 4;
-        // Whole groups of LANES blocks; the few extra words of the last group are discarded.
-        let n_generated = n_words.div_ceil(4 * LANES) * 4 * LANES;
-        philox_lanes(key, block, &mut words[..n_generated]);
-        transform_words(&words[..n_words], &mut normals[..n_words]);
-        chunk.copy_from_slice(&normals[..chunk.len()]);
-        block += (n_words / 4) as u64;
     }
 }
 

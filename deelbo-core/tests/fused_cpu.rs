@@ -6,15 +6,14 @@ use deelbo_core::REDUCTION_CHUNK;
 use deelbo_core::fused::{
     KlGradScales, Scale, SgdMomentum, backward, backward_sgd, forward, naive,
 };
+use deelbo_core::test_util::normal_data;
 use deelbo_core::{
     CoreError, KappaRule, KlTerms, NoiseKey, Objective, PriorVariance, ScaleStats, normal_at,
 };
 
-/// Deterministic test data in a few units of magnitude.
+/// Deterministic test data in a few units of magnitude: the shared helper on stream 99.
 fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| scale * normal_at(NoiseKey::new(seed, 99), i as u64))
-        .collect()
+    normal_data(len, NoiseKey::new(seed, 99), scale)
 }
 
 fn plain_sq_dist(m: &[f32], mu: Option<&[f32]>) -> f64 {

@@ -5,12 +5,12 @@
 use deelbo_core::InstructionSet;
 use deelbo_core::REDUCTION_CHUNK;
 use deelbo_core::fused::{self, CLAIM_CHUNKS, KlGradScales, Scale, SgdMomentum, naive};
-use deelbo_core::{NoiseKey, ParamBlock, ScaleStats, normal_at};
+use deelbo_core::test_util::normal_data;
+use deelbo_core::{NoiseKey, ParamBlock, ScaleStats};
 
+/// Deterministic test data: the shared helper on stream 7.
 fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| scale * normal_at(NoiseKey::new(seed, 7), i as u64))
-        .collect()
+    normal_data(len, NoiseKey::new(seed, 7), scale)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -187,6 +187,54 @@ fn backward_and_sgd_are_the_same_on_every_path_and_thread_count_and_equal_naive(
                             assert_eq!(bits(&gs1), bits(&gs_ref), "sgd grad sigma, {at}");
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Streaming (non-temporal) stores for `w`, forced at every test size and automatic above
+/// [`fused::STREAMING_STORE_MIN_LEN`]: the same bits as the naive reference on every path and
+/// thread count, also for sample buffers that do not start on a 16-byte boundary (the scalar
+/// heads and tails of every tile).
+#[test]
+fn forward_with_streaming_stores_equals_naive() {
+    let big = fused::STREAMING_STORE_MIN_LEN + 517;
+    assert!(fused::SampleStores::Auto.streams(big));
+    assert!(!fused::SampleStores::Auto.streams(big - 1024));
+    let cases = SIZES
+        .iter()
+        .map(|&len| (len, fused::SampleStores::Streaming))
+        .chain([(big, fused::SampleStores::Auto)]);
+    for (len, stores) in cases {
+        let m = data(len, 21, 0.3);
+        let mu = data(len, 22, 0.3);
+        let key = NoiseKey::new(5, 9);
+        let first = 3;
+        let scale = Scale::Isotropic(0.05);
+        let mut w_ref = vec![0.0f32; len];
+        let (st_ref, _) = naive::forward(&m, Some(&mu), scale, key, first, &mut w_ref).unwrap();
+        let mut buf = vec![f32::NAN; len + 3];
+        for &isa in &InstructionSet::available() {
+            for threads in [1usize, 2] {
+                for shift in [0usize, 1, 3] {
+                    let w = &mut buf[shift..shift + len];
+                    w.fill(f32::NAN);
+                    let st = fused::forward_with_stores(
+                        isa,
+                        stores,
+                        &m,
+                        Some(&mu),
+                        scale,
+                        key,
+                        first,
+                        w,
+                        threads,
+                    )
+                    .unwrap();
+                    let at = format!("{} len {len} threads {threads} shift {shift}", isa.name());
+                    assert!(bits(w) == bits(&w_ref), "w, {at}");
+                    assert_eq!(st.sq_dist.to_bits(), st_ref.sq_dist.to_bits(), "M, {at}");
                 }
             }
         }

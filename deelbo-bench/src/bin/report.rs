@@ -16,7 +16,7 @@ use deelbo_bench::{
 use deelbo_core::NoiseKey;
 use deelbo_core::fused::{
     self, BACKWARD_BYTES_PER_WEIGHT, BACKWARD_SGD_BYTES_PER_WEIGHT, FORWARD_BYTES_PER_WEIGHT,
-    KlGradScales, Scale, SgdMomentum,
+    KlGradScales, SampleStores, Scale, SgdMomentum,
 };
 use deelbo_core::{InstructionSet, fill_normals_on};
 use deelbo_cuda::{DeviceParamBlock, DeviceScale, ForwardKernel, NaiveStep, device_or_skip};
@@ -294,6 +294,35 @@ fn cpu_rows<'a>(
             }),
         ));
     }
+    // The detected path with each way of writing `w` forced (the `fused_*` rows above use
+    // `SampleStores::Auto`: streaming from `fused::STREAMING_STORE_MIN_LEN` weights on).
+    let detected = InstructionSet::detected();
+    for stores in [SampleStores::Regular, SampleStores::Streaming] {
+        let c = cells.clone();
+        let name = match stores {
+            SampleStores::Regular => "regular",
+            _ => "streaming",
+        };
+        rows.push(row(
+            "forward",
+            &format!("fused_{}_{name}", detected.name()),
+            FORWARD_BYTES_PER_WEIGHT,
+            Box::new(move || {
+                fused::forward_with_stores(
+                    detected,
+                    stores,
+                    m,
+                    Some(mu),
+                    iso,
+                    key,
+                    0,
+                    &mut c.2.borrow_mut(),
+                    threads,
+                )?;
+                Ok(())
+            }),
+        ));
+    }
     let sigma = match iso {
         Scale::Isotropic(s) => s,
         Scale::Diagonal(_) => 0.01,
@@ -476,7 +505,7 @@ fn print_cpu(
         load(load_after)
     );
     println!(
-        "{:>14} {:>20} {:>10} {:>9} {:>11}",
+        "{:>14} {:>22} {:>10} {:>9} {:>11}",
         "pass", "variant", "ms", "GB/s", "of ceiling"
     );
     for (pass, variant, bpw, t) in medians {
@@ -484,7 +513,7 @@ fn print_cpu(
         row.threads = Some(threads);
         row.of_ceiling = Some(ceiling(pass) / t);
         println!(
-            "{:>14} {:>20} {:>10.3} {:>9.2} {:>11.3}",
+            "{:>14} {:>22} {:>10.3} {:>9.2} {:>11.3}",
             pass,
             variant,
             t * 1e3,

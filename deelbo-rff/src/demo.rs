@@ -25,7 +25,23 @@ use crate::search::GridSearch;
 /// Noise streams of the demo data: training inputs, training noise, test inputs, test noise.
 pub const DATA_STREAMS: [u64; 4] = [0x4441_5400, 0x4441_5401, 0x4441_5402, 0x4441_5403];
 
-/// Settings of the demo.
+/// Settings of the demo, checked by [`DemoConfig::validate`] in [`demo_data`] and
+/// [`run_demo`].
+///
+/// # Parameters
+///
+/// | name | default | range | meaning |
+/// |---|---|---|---|
+/// | `seed` | 0 | any | seed of the training and test data |
+/// | `feature_seed` | 0 | any | seed of the random features |
+/// | `n_train` | 20 | `>= 5` | training examples (the MAP baseline's 80/20 split needs 5) |
+/// | `n_test` | 1000 | `>= 2` | test examples |
+/// | `noise_std` | 0.1 | `> 0`, finite | noise standard deviation of the data |
+/// | `features` | 1024 | `>= 1` | `R` |
+/// | `kappa_sweep` | `{1, 6, 25.6, 51.2, 181, 1024}` | each `>= 1`, finite | the kappas of the sweep |
+/// | `lengthscale_search` | 121-point grid + Brent | see [`GridSearch`] | lengthscale search of every method |
+/// | `curve_points` | 301 | `>= 2` | points of the plotted curves |
+/// | `curve_range` | `(-3.3, 3.3)` | finite, `lo < hi` | plot window |
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct DemoConfig {
@@ -72,6 +88,41 @@ impl Default for DemoConfig {
     }
 }
 
+impl DemoConfig {
+    /// Check every setting against its range in the `# Parameters` table.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |name: &str, reason: String| {
+            Err(crate::error::RffError::InvalidConfig {
+                name: name.to_string(),
+                reason,
+            })
+        };
+        for (name, v, min) in [
+            ("n_train", self.n_train, 5),
+            ("n_test", self.n_test, 2),
+            ("features", self.features, 1),
+            ("curve_points", self.curve_points, 2),
+        ] {
+            if v < min {
+                return invalid(name, format!("must be at least {min}, got {v}"));
+            }
+        }
+        deelbo_core::check::positive("noise_std", self.noise_std)?;
+        for &k in &self.kappa_sweep {
+            deelbo_core::Kappa::new(k)?;
+        }
+        self.lengthscale_search.validate("lengthscale search")?;
+        let (lo, hi) = self.curve_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return invalid(
+                "curve_range",
+                format!("must be finite with lower < upper, got ({lo}, {hi})"),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `n` examples `x ~ N(0, 1)`, `y = sin(3x) + noise_std eps` from the streams `(seed, sx)` and
 /// `(seed, se)`.
 pub fn sine_data(seed: u64, n: usize, noise_std: f64, streams: (u64, u64)) -> Result<Dataset> {
@@ -87,6 +138,7 @@ pub fn sine_data(seed: u64, n: usize, noise_std: f64, streams: (u64, u64)) -> Re
 
 /// The demo's training and test sets.
 pub fn demo_data(config: &DemoConfig) -> Result<(Dataset, Dataset)> {
+    config.validate()?;
     let s = DATA_STREAMS;
     Ok((
         sine_data(config.seed, config.n_train, config.noise_std, (s[0], s[1]))?,

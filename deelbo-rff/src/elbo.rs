@@ -1,5 +1,5 @@
 //! The (DE-)ELBO of Bayesian linear regression on fixed features, in closed form, and its
-//! exact coordinate-ascent maximization (DESIGN.md §3).
+//! exact coordinate-ascent maximization (docs/DESIGN.md §4).
 //!
 //! With `q(w) = N(m, sigma^2 I)`, prior `N(0, tau I)` and noise variance `s_n^2`,
 //!

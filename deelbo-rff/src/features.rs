@@ -3,7 +3,7 @@
 //! `phi_r(x) = sqrt(2/R) cos(sum_k W_rk x_k / l_k + b_r)`, `r = 1..R`, with `W_rk ~ N(0, 1)` and
 //! `b_r ~ U(0, 2 pi)`. Then `E_{W,b}[phi(x)^T phi(x')] = exp(-sum_k (x_k - x'_k)^2 / (2 l_k^2))`,
 //! the RBF kernel with unit outputscale (the outputscale is redundant with the learned prior
-//! variance `tau`, see DESIGN.md §3).
+//! variance `tau`, see docs/DESIGN.md §4).
 //!
 //! The random numbers come from `deelbo-core`'s counter-based noise, so a `(seed, R, d)` triple
 //! fixes the features bit for bit on every platform and a model file only needs to store the seed:
@@ -153,7 +153,9 @@ impl RffFeatures {
         for (mut col, l) in scaled.columns_mut().into_iter().zip(&ls) {
             col.mapv_inplace(|w| w / l);
         }
-        let mut z = x.dot(&scaled.t());
+        // One BLAS dgemm per row block (ndarray's own product as the fallback).
+        let mut z = crate::linalg::matmul(x, false, scaled.view(), true)
+            .unwrap_or_else(|_| x.dot(&scaled.t()));
         for mut row in z.rows_mut() {
             row += &self.phases;
         }
@@ -169,7 +171,10 @@ impl RffFeatures {
         let parts = map_blocks(blocks.len(), |i| {
             let (a, b) = blocks[i];
             let mut z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
-            z.mapv_inplace(|v| c * v.cos());
+            match z.as_slice_mut() {
+                Some(zs) => crate::trig::cos_scaled_in_place(zs, c),
+                None => z.mapv_inplace(|v| c * v.cos()),
+            }
             Ok(z)
         })?;
         stack_rows(parts, x.nrows(), self.count())
@@ -188,14 +193,17 @@ impl RffFeatures {
             let z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
             let mut phi = Array2::zeros(z.raw_dim());
             let mut sines = Array2::zeros(z.raw_dim());
-            Zip::from(&mut phi)
-                .and(&mut sines)
-                .and(&z)
-                .for_each(|p, s, &v| {
-                    let (sin, cos) = v.sin_cos();
-                    *p = c * cos;
-                    *s = c * sin;
-                });
+            match (z.as_slice(), phi.as_slice_mut(), sines.as_slice_mut()) {
+                (Some(zs), Some(ps), Some(ss)) => crate::trig::sin_cos_scaled(zs, c, ps, ss),
+                _ => Zip::from(&mut phi)
+                    .and(&mut sines)
+                    .and(&z)
+                    .for_each(|p, s, &v| {
+                        let (sin, cos) = v.sin_cos();
+                        *p = c * cos;
+                        *s = c * sin;
+                    }),
+            }
             Ok((phi, sines))
         })?;
         let (phis, sines): (Vec<_>, Vec<_>) = parts.into_iter().unzip();

@@ -155,6 +155,33 @@ pub struct GpSettings {
     pub ln_noise_variance: (f64, f64),
 }
 
+/// `(lo, hi)` finite with `lo < hi`, else [`crate::RffError::InvalidConfig`] naming `name`.
+fn check_bounds(name: &str, (lo, hi): (f64, f64)) -> Result<()> {
+    if lo.is_finite() && hi.is_finite() && lo < hi {
+        return Ok(());
+    }
+    Err(crate::error::RffError::InvalidConfig {
+        name: name.to_string(),
+        reason: format!("bounds must be finite with lower < upper, got ({lo}, {hi})"),
+    })
+}
+
+impl GpSettings {
+    /// Check every setting against its range in the `# Parameters` table; [`fit_gp_ard`] calls
+    /// this before any work.
+    pub fn validate(&self) -> Result<()> {
+        if self.iterations < 1 {
+            return Err(crate::error::RffError::InvalidConfig {
+                name: "iterations".to_string(),
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        check_bounds("ln_lengthscale", self.ln_lengthscale)?;
+        check_bounds("ln_signal_variance", self.ln_signal_variance)?;
+        check_bounds("ln_noise_variance", self.ln_noise_variance)
+    }
+}
+
 impl Default for GpSettings {
     fn default() -> Self {
         Self {
@@ -232,6 +259,7 @@ pub fn ard_log_evidence(
 pub fn fit_gp_ard(data: &Dataset, settings: &GpSettings) -> Result<GpModel> {
     use crate::optimize::{LbfgsSettings, lbfgs_maximize};
     use deelbo_core::{NoiseKey, uniform_at};
+    settings.validate()?;
     let standardizer = Standardizer::fit(data)?;
     let x = standardizer.transform_x(data.x())?;
     let y = standardizer.transform_y(data.y());

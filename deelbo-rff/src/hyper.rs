@@ -36,7 +36,7 @@ use crate::linalg::{cholesky, inverse_from_cholesky, matmul, solve_lower_in_plac
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PosteriorFamily {
-    /// `q = N(m, sigma^2 I)`, one variance (DESIGN.md §3).
+    /// `q = N(m, sigma^2 I)`, one variance (docs/DESIGN.md §4).
     Isotropic,
     /// `q = N(m, diag(v))`, one variance per weight: `1/v_j = 1/tau + kappa G_jj/s_n^2`.
     Diagonal,

@@ -2,7 +2,7 @@
 //!
 //! Random-Fourier-feature (RFF) regression whose lengthscale, noise and prior variance are
 //! learned on all the training data, without a validation split, by maximizing the
-//! data-emphasized ELBO in closed form (DESIGN.md §3). Beside it, the baselines the paper compares
+//! data-emphasized ELBO in closed form (docs/DESIGN.md §4). Beside it, the baselines the paper compares
 //! against on the same features: exact evidence (type-II ML), MAP + grid search, the diagonal
 //! Laplace evidence, and the exact RBF Gaussian process the features approximate.
 //!
@@ -11,6 +11,7 @@
 //! | [`data`] | validated data sets, standardization |
 //! | [`features`] | seeded RBF random Fourier features, the exact RBF kernel |
 //! | [`spectrum`] | the Gram eigendecomposition that makes every evaluation `O(min(N, R))` |
+//! | [`trig`] | branch-free vectorizable `cos`/`sin` for the feature phases |
 //! | [`evidence`] | exact log evidence (Cholesky, `N x N` or `R x R`), posterior, type-II ML |
 //! | [`elbo`] | the closed-form (DE-)ELBO, its coordinate updates, the envelope gradient |
 //! | [`search`] | bounded 1-D search: global grid + golden section |
@@ -49,6 +50,7 @@ pub mod optimize;
 pub mod parallel;
 pub mod search;
 pub mod spectrum;
+pub mod trig;
 
 pub use data::{Dataset, Standardizer};
 pub use error::{Result, RffError};

@@ -93,6 +93,250 @@ pub fn gram_cols(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     Ok(c)
 }
 
+/// `C += A[:, a..a+p]^T A[:, b..b+q]` for a row-major `A` (`n x k`, `lda = k`) into a
+/// row-major `C` (`p x q`): one `dsyrk` (upper triangle only) when the two column ranges are the
+/// same, else one `dgemm`, both with `beta = 1`. The tile of a Gram matrix that
+/// [`GramAccumulator`] adds a row block into; the sum over the block's rows is done by the
+/// single-threaded BLAS in an order fixed by the shapes, so the same inputs give the same bits.
+///
+/// # Formula
+/// `C_ij += sum_n A_n,a+i A_n,b+j`.
+fn gram_tile_add(
+    a: &[f64],
+    n: usize,
+    k: usize,
+    (col_a, p): (usize, usize),
+    (col_b, q): (usize, usize),
+    c: &mut [f64],
+) -> Result<()> {
+    if a.len() != n * k || col_a + p > k || col_b + q > k || c.len() != p * q {
+        return Err(RffError::Shape {
+            name: "a Gram tile (rows x columns of its block)".to_string(),
+            expected: n * k,
+            found: a.len(),
+        });
+    }
+    if n == 0 || p == 0 || q == 0 {
+        return Ok(());
+    }
+    let (ni, ki, pi, qi) = (
+        dim("rows", n)?,
+        dim("columns", k)?,
+        dim("tile", p)?,
+        dim("tile", q)?,
+    );
+    // SAFETY: `a` holds n x k row-major values (checked above); the column ranges lie inside it,
+    // so `a[col..]` with lda = k addresses an n x p (n x q) sub-matrix; `c` holds p x q values
+    // (ldc = q).
+    unsafe {
+        if col_a == col_b && p == q {
+            cblas_sys::cblas_dsyrk(
+                CBLAS_LAYOUT::CblasRowMajor,
+                CBLAS_UPLO::CblasUpper,
+                CBLAS_TRANSPOSE::CblasTrans,
+                pi,
+                ni,
+                1.0,
+                a[col_a..].as_ptr(),
+                ki,
+                1.0,
+                c.as_mut_ptr(),
+                pi,
+            );
+        } else {
+            cblas_sys::cblas_dgemm(
+                CBLAS_LAYOUT::CblasRowMajor,
+                CBLAS_TRANSPOSE::CblasTrans,
+                CBLAS_TRANSPOSE::CblasNoTrans,
+                pi,
+                qi,
+                ni,
+                1.0,
+                a[col_a..].as_ptr(),
+                ki,
+                a[col_b..].as_ptr(),
+                ki,
+                1.0,
+                c.as_mut_ptr(),
+                qi,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `c += A^T y` for a row-major `A` (`n x k`) by `dgemv` (`beta = 1`).
+///
+/// # Formula
+/// `c_j += sum_n A_nj y_n`.
+fn cross_add(a: &[f64], n: usize, k: usize, y: &[f64], c: &mut [f64]) -> Result<()> {
+    if a.len() != n * k || y.len() != n || c.len() != k {
+        return Err(RffError::Shape {
+            name: "targets of a Gram block (one per row)".to_string(),
+            expected: n,
+            found: y.len(),
+        });
+    }
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let (ni, ki) = (dim("rows", n)?, dim("columns", k)?);
+    // SAFETY: `a` is n x k row-major (lda = k), `y` has n entries, `c` has k entries.
+    unsafe {
+        cblas_sys::cblas_dgemv(
+            CBLAS_LAYOUT::CblasRowMajor,
+            CBLAS_TRANSPOSE::CblasTrans,
+            ni,
+            ki,
+            1.0,
+            a.as_ptr(),
+            ki,
+            y.as_ptr(),
+            1,
+            1.0,
+            c.as_mut_ptr(),
+            1,
+        );
+    }
+    Ok(())
+}
+
+/// Columns per tile of [`GramAccumulator`] (fixed: the tiling, hence the bits, never depend on
+/// the thread count).
+pub const GRAM_TILE: usize = 256;
+
+/// The running sums `G = sum_blocks A_b^T A_b` (`k x k`), `c = sum_blocks A_b^T y_b`,
+/// `y^T y` and the row count over row blocks `A_b` (`n_b x k`), in `O(k^2)` memory.
+///
+/// `G`'s upper triangle is cut into fixed [`GRAM_TILE`]-column tiles; each block adds into every
+/// tile with one BLAS call (`beta = 1`), the tiles in parallel on [`crate::parallel::threads`]
+/// threads, each tile (and `c`) owned by one task per block. Every tile is therefore the same
+/// sequence of BLAS calls whatever the threads: the same bits at any thread count. No per-block
+/// `k x k` partial sum is formed (a block of `n_b` rows costs `n_b k^2` flops and no `k^2`
+/// memory traffic beyond the tiles).
+#[derive(Debug)]
+pub struct GramAccumulator {
+    k: usize,
+    /// Column ranges `(start, width)` of the tiles.
+    panels: Vec<(usize, usize)>,
+    /// `(i, j, tile)` for panels `i <= j`, the tile row-major `width_i x width_j`.
+    tiles: Vec<(usize, usize, std::sync::Mutex<Vec<f64>>)>,
+    cross: std::sync::Mutex<Vec<f64>>,
+    yy: f64,
+    rows: usize,
+}
+
+/// What [`GramAccumulator::finish`] returns.
+#[derive(Debug, Clone)]
+pub struct GramSums {
+    /// `G = A^T A`, `k x k`, symmetric.
+    pub gram: Array2<f64>,
+    /// `c = A^T y`, `k`.
+    pub cross: ndarray::Array1<f64>,
+    /// `y^T y`.
+    pub yy: f64,
+    /// Rows added.
+    pub rows: usize,
+}
+
+fn poisoned() -> RffError {
+    RffError::Linalg {
+        name: "a Gram tile".to_string(),
+        reason: "a worker thread panicked while adding into it".to_string(),
+    }
+}
+
+impl GramAccumulator {
+    /// Empty sums for `k` columns.
+    pub fn new(k: usize) -> Self {
+        blas_single_threaded();
+        let panels: Vec<(usize, usize)> = (0..k.div_ceil(GRAM_TILE))
+            .map(|i| (i * GRAM_TILE, GRAM_TILE.min(k - i * GRAM_TILE)))
+            .collect();
+        let mut tiles = Vec::new();
+        // Off-diagonal tiles (twice the work of a diagonal one) first, for load balance.
+        for i in 0..panels.len() {
+            for j in i + 1..panels.len() {
+                tiles.push((
+                    i,
+                    j,
+                    std::sync::Mutex::new(vec![0.0; panels[i].1 * panels[j].1]),
+                ));
+            }
+        }
+        for (i, p) in panels.iter().enumerate() {
+            tiles.push((i, i, std::sync::Mutex::new(vec![0.0; p.1 * p.1])));
+        }
+        Self {
+            k,
+            panels,
+            tiles,
+            cross: std::sync::Mutex::new(vec![0.0; k]),
+            yy: 0.0,
+            rows: 0,
+        }
+    }
+
+    /// Add the rows of `a` (`n x k`) with targets `y` (`n`).
+    pub fn add(&mut self, a: ArrayView2<'_, f64>, y: ndarray::ArrayView1<'_, f64>) -> Result<()> {
+        let (n, k) = a.dim();
+        if k != self.k || y.len() != n {
+            return Err(RffError::Shape {
+                name: "columns of a block added to the Gram sums".to_string(),
+                expected: self.k,
+                found: k,
+            });
+        }
+        let data = contiguous(&a);
+        let yv = y.to_vec();
+        let tiles = &self.tiles;
+        let panels = &self.panels;
+        let cross = &self.cross;
+        crate::parallel::map_blocks(tiles.len() + 1, |t| {
+            if t == tiles.len() {
+                let mut c = cross.lock().map_err(|_| poisoned())?;
+                return cross_add(&data, n, k, &yv, &mut c);
+            }
+            let (i, j, tile) = &tiles[t];
+            let mut c = tile.lock().map_err(|_| poisoned())?;
+            gram_tile_add(&data, n, k, panels[*i], panels[*j], &mut c)
+        })?;
+        self.yy += deelbo_core::deterministic_sum(yv.iter().map(|v| v * v));
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The sums, `G` assembled from its tiles (upper triangle mirrored).
+    pub fn finish(self) -> Result<GramSums> {
+        let mut gram = Array2::<f64>::zeros((self.k, self.k));
+        for (i, j, tile) in self.tiles {
+            let tile = tile.into_inner().map_err(|_| poisoned())?;
+            let ((a, p), (b, q)) = (self.panels[i], self.panels[j]);
+            for r in 0..p {
+                for s in 0..q {
+                    // Diagonal tiles hold only their upper triangle (dsyrk).
+                    if i != j || s >= r {
+                        gram[[a + r, b + s]] = tile[r * q + s];
+                    }
+                }
+            }
+        }
+        mirror_upper(&mut gram);
+        let cross = self.cross.into_inner().map_err(|_| poisoned())?;
+        Ok(GramSums {
+            gram,
+            cross: ndarray::Array1::from(cross),
+            yy: self.yy,
+            rows: self.rows,
+        })
+    }
+}
+
 /// `A A^T` (`n x n`) for `A` (`n x k`), by `dsyrk`.
 ///
 /// # Formula

@@ -244,7 +244,9 @@ impl RffModel {
                 let b = ndarray::ArrayView2::from_shape((self.features, *rank), factor);
                 match b {
                     Ok(b) => {
-                        let pb = phi.dot(&b);
+                        // BLAS dgemm (N x R times R x rank); ndarray's own product as the fallback.
+                        let pb = crate::linalg::matmul(phi, false, b, false)
+                            .unwrap_or_else(|_| phi.dot(&b));
                         Array1::from_iter(
                             phi.rows()
                                 .into_iter()

@@ -129,6 +129,36 @@ pub struct LbfgsSettings {
     pub value_tolerance: f64,
 }
 
+impl LbfgsSettings {
+    /// Check every setting against its range in the `# Parameters` table; [`lbfgs_maximize`]
+    /// calls this before the first evaluation.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("memory", self.memory),
+            ("max_iterations", self.max_iterations),
+        ] {
+            if v < 1 {
+                return Err(RffError::InvalidConfig {
+                    name: name.to_string(),
+                    reason: "must be at least 1".to_string(),
+                });
+            }
+        }
+        for (name, v) in [
+            ("gradient_tolerance", self.gradient_tolerance),
+            ("value_tolerance", self.value_tolerance),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(RffError::InvalidConfig {
+                    name: name.to_string(),
+                    reason: format!("must be finite and >= 0, got {v}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for LbfgsSettings {
     fn default() -> Self {
         Self {
@@ -176,6 +206,7 @@ pub fn lbfgs_maximize<F>(
 where
     F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>,
 {
+    settings.validate()?;
     let n = x0.len();
     if lower.len() != n || upper.len() != n {
         return Err(RffError::Shape {

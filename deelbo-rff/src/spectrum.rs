@@ -41,21 +41,19 @@ pub const RELATIVE_EIGENVALUE_FLOOR: f64 = 1e-12;
 /// `Phi^T Phi` summed over fixed row blocks computed in parallel (block order, so the same bits
 /// at any thread count).
 pub(crate) fn gram_of_columns(phi: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
-    let blocks = crate::parallel::row_blocks(phi.nrows(), crate::parallel::BLOCK_ROWS);
-    let mut total = Array2::<f64>::zeros((phi.ncols(), phi.ncols()));
-    // Waves of one block per thread: at most `threads` partial R x R sums alive at a time,
-    // added in block order.
-    for wave in blocks.chunks(crate::parallel::threads().max(1)) {
-        let parts = crate::parallel::map_blocks(wave.len(), |i| {
-            let (a, b) = wave[i];
-            crate::linalg::gram_cols(phi.slice(ndarray::s![a..b, ..]))
-        })?;
-        for p in parts {
-            total += &p;
-        }
+    let mut sums = crate::linalg::GramAccumulator::new(phi.ncols());
+    let zeros = Array1::<f64>::zeros(phi.nrows());
+    for (a, b) in crate::parallel::row_blocks(phi.nrows(), GRAM_BLOCK_ROWS) {
+        sums.add(
+            phi.slice(ndarray::s![a..b, ..]),
+            zeros.slice(ndarray::s![a..b]),
+        )?;
     }
-    Ok(total)
+    Ok(sums.finish()?.gram)
 }
+
+/// Rows per block of [`gram_of_columns`] (fixed, so the same bits at any thread count).
+pub const GRAM_BLOCK_ROWS: usize = 4096;
 
 /// Eigenvalues, projected targets and trace of a Gram matrix; see the module docs.
 #[derive(Debug, Clone)]

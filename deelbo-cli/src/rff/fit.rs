@@ -221,8 +221,9 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let start = Instant::now();
     let streaming = !matches!(args.method, MethodArg::MapGrid);
     let (report, inputs, rows, dim, train_rmse) = if streaming {
-        // Streamed: the file is read block by block (validation, standardization + search
-        // subsample, final sums, training RMSE), never held in memory.
+        // Streamed: the file is read block by block, never held in memory, in three passes
+        // (validation, standardization + search subsample, final sums; the training RMSE
+        // comes from the sums).
         let mut source = CsvSource::open(&args.data, &args.target)?;
         let (rows, dim) = (source.rows(), source.inputs().len());
         let config = config_for(args, method, dim)?;
@@ -251,8 +252,15 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 );
             }
         };
-        bar.set_message("training RMSE");
-        let train_rmse = streamed_rmse(&mut source, &report.model)?;
+        // The training RMSE comes from the final sums (no pass over the rows) when the method
+        // fits through them; otherwise one more streamed pass.
+        let train_rmse = match report.train_rmse {
+            Some(r) => r,
+            None => {
+                bar.set_message("training RMSE");
+                streamed_rmse(&mut source, &report.model)?
+            }
+        };
         bar.finish_and_clear();
         (report, source.inputs(), rows, dim, train_rmse)
     } else {

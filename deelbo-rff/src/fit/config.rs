@@ -13,7 +13,7 @@ use crate::search::GridSearch;
 /// How the hyperparameters are learned. What each maximizes (the model's `objective`):
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// The closed-form `J_kappa` (DESIGN.md §3) with the given kappa rule: `Standard` is the
+    /// The closed-form `J_kappa` (docs/DESIGN.md §4) with the given kappa rule: `Standard` is the
     /// plain ELBO, `DataEmphasized` (`D/N`, `D = R`) and `HalfDataEmphasized` (`D/(2N)`) the
     /// DE-ELBO, `Fixed(k)` any `k >= 1`. Learns `l, tau, s_n, m, sigma`.
     Elbo(KappaRule),
@@ -198,10 +198,11 @@ impl RffConfig {
     ///
     /// # Formula
     /// With `R` features, `S = min(n, max_rows)` search rows (all `n` for the baselines) and
-    /// `T` worker threads, in 8-byte words: `8 R^2` (Gram, eigenvectors, inverse, posterior
-    /// factor and copies) `+ T R^2` (per-block partial sums) `+ 6 S R` (features, sines and
-    /// gradient terms) `+ 3 S^2` (example-space Gram, factor, inverse) `+ (n d` when the rows
-    /// are held in memory`)`.
+    /// `B` = [`crate::spectrum::GRAM_BLOCK_ROWS`] rows per streamed block, in 8-byte words:
+    /// `9 R^2` (Gram, its tiles while accumulating, eigenvectors, inverse, posterior factor and
+    /// copies) `+ 6 S R` (features, sines and gradient terms) `+ 3 S^2` (example-space Gram,
+    /// factor, inverse) `+ 2 B R` (a streamed block's features and their row blocks)
+    /// `+ (n d` when the rows are held in memory`)`.
     pub fn memory_estimate(&self, n: usize, d: usize, rows_in_memory: bool) -> (u64, String) {
         let r = self.features as u128;
         let searchable = matches!(self.method, Method::Elbo(_) | Method::Evidence);
@@ -210,20 +211,18 @@ impl RffConfig {
         } else {
             n
         } as u128;
-        let t = crate::parallel::threads() as u128;
+        let block = crate::spectrum::GRAM_BLOCK_ROWS as u128;
         let held = if rows_in_memory {
             (n as u128) * (d as u128 + 1)
         } else {
             0
         };
-        let words = 8 * r * r + t * r * r + 6 * s * r + 3 * s * s + held;
+        let words = 9 * r * r + 6 * s * r + 3 * s * s + 2 * block * r + held;
         let bytes = (words * 8).min(u64::MAX as u128) as u64;
-        let reason = if r * r * (8 + t) >= 6 * s * r + 3 * s * s {
+        let reason = if 9 * r * r >= 6 * s * r + 3 * s * s {
             format!(
-                "{} x {} matrices of R = {} features",
-                8 + t,
-                self.features,
-                self.features
+                "9 {} x {} matrices of R = {} features",
+                self.features, self.features, self.features
             )
         } else {
             format!("{s} rows x R = {} features", self.features)

@@ -13,7 +13,7 @@ use crate::fit::builder::{ModelParts, build_model};
 use crate::fit::config::{Method, RffConfig};
 use crate::fit::prepared::Prepared;
 use crate::fit::report::FitReport;
-use crate::fit::statistics::final_spectrum;
+use crate::fit::statistics::{final_spectrum, spectrum_rmse};
 use crate::hyper::{HyperObjective, PosteriorFamily};
 use crate::model::WeightCovariance;
 use crate::search::maximize;
@@ -113,6 +113,7 @@ pub(crate) fn fit(
                 profile: prep.profile_in_input_units(&search.grid_values),
                 evaluations,
                 kappa: None,
+                train_rmse: None,
                 warnings: Vec::new(),
             });
         }
@@ -137,6 +138,7 @@ pub(crate) fn fit(
         };
     }
     let weights = at.spectrum.weights(at.phi.view(), &at.state.coeffs)?;
+    let train_rmse = spectrum_rmse(&at.spectrum, &at.state.coeffs, prep);
     let k = kappa.value();
     let parts = ModelParts {
         lengthscale: ls,
@@ -154,6 +156,7 @@ pub(crate) fn fit(
         profile: prep.profile_in_input_units(&search.grid_values),
         evaluations,
         kappa: None,
+        train_rmse: Some(train_rmse),
         warnings: Vec::new(),
     })
 }

@@ -4,7 +4,7 @@
 use ndarray::{Array1, Array2};
 
 use crate::data::RowSource;
-use crate::fit::statistics::final_spectrum;
+use crate::fit::statistics::{final_spectrum, spectrum_rmse};
 
 use crate::error::Result;
 use crate::evidence::maximize_evidence;
@@ -67,6 +67,11 @@ pub(crate) fn fit(
         spectrum = full;
         phi = full_phi.unwrap_or_else(|| Array2::zeros((0, 0)));
     }
+    let train_rmse = spectrum_rmse(
+        &spectrum,
+        &spectrum.shrunk_coefficients(opt.tau, opt.noise_variance),
+        prep,
+    );
     let (weights, covariance) =
         exact_posterior_from_spectrum(&spectrum, phi.view(), opt.tau, opt.noise_variance)?;
     let parts = ModelParts {
@@ -83,6 +88,7 @@ pub(crate) fn fit(
         profile: prep.profile_in_input_units(&search.grid_values),
         evaluations,
         kappa: None,
+        train_rmse: Some(train_rmse),
         warnings: Vec::new(),
     })
 }

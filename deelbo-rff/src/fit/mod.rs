@@ -27,7 +27,8 @@ mod statistics;
 
 pub use config::{DEFAULT_LENGTHSCALE_SEARCH, Method, RffConfig, SearchSettings};
 pub use evidence::exact_posterior_from_spectrum;
-pub use map_grid::MapGridSettings;
+pub use laplace::laplace_log_marginal;
+pub use map_grid::{MapGridSettings, map_validation_nll};
 pub use prepared::SUBSAMPLE_STREAM;
 pub use report::{FitReport, KappaReport};
 
@@ -72,7 +73,9 @@ pub enum Stage {
 }
 
 /// Fit from rows read block by block (two passes: standardization + search subsample, then the
-/// final sums), in `O(R^2 + max_rows R + block)` memory whatever `N`. `progress(stage, rows)`
+/// final sums `Phi^T Phi`, `Phi^T y`, `y^T y` accumulated tile by tile,
+/// [`crate::linalg::GramAccumulator`]), in `O(R^2 + max_rows R + block R)` memory whatever `N`.
+/// The report's `train_rmse` comes from those sums (no third pass). `progress(stage, rows)`
 /// reports rows read so far. The ELBO and evidence methods only (the baselines need every row
 /// in memory).
 pub fn fit_source(

@@ -27,6 +27,11 @@ pub struct FitReport {
     pub evaluations: usize,
     /// The kappa asked for and used (ELBO methods).
     pub kappa: Option<KappaReport>,
+    /// The training RMSE of the model's mean in the targets' units, from the spectrum of the
+    /// final sums (`sqrt(||y - Phi m||^2/N) y_std`, [`crate::spectrum::Spectrum::residual_sq`]):
+    /// no further pass over the rows. `None` for the methods that do not fit through a spectrum
+    /// (map-grid, LA-LML).
+    pub train_rmse: Option<f64>,
     /// Results that are not learned values: a lengthscale or the noise within 5% of its search
     /// bound, a clamped kappa. Also stored in the model.
     pub warnings: Vec<String>,

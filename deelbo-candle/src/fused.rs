@@ -16,7 +16,7 @@
 //! ops (the reference path, also used on other devices).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-use deelbo_core::deterministic_sum;
+use deelbo_core::{CompensatedSum, REDUCTION_CHUNK, REDUCTION_LANES, deterministic_sum};
 use deelbo_core::{NoiseKey, ParamBlock, fill_normals};
 
 use crate::error::Result;
@@ -111,7 +111,7 @@ impl CustomOp2 for Reparameterize {
             .apply_op1_no_bwd(&NoiseDot {
                 key: self.key,
                 first: self.first,
-                cached: self.eps.get().cloned(),
+                cached: self.eps.get().map(Vec::as_slice),
             })?
             .to_dtype(sigma.dtype())?
             .reshape(sigma.shape())?;
@@ -121,13 +121,37 @@ impl CustomOp2 for Reparameterize {
 
 /// `sum_i g_i eps_i` as an `f64` scalar, `eps` from the forward's cache or regenerated from the
 /// counters.
-struct NoiseDot {
+struct NoiseDot<'a> {
     key: NoiseKey,
     first: u64,
-    cached: Option<Vec<f32>>,
+    cached: Option<&'a [f32]>,
 }
 
 const NOISE_CHUNK: usize = 4096;
+
+/// The core's [`deterministic_sum`] of `g_j eps_j` over one chunk of at most
+/// [`REDUCTION_CHUNK`] terms, bit for bit (lane `r` sums the terms `j = r mod 8` in order, the
+/// lanes are added pairwise, the chunk's partial is the compensated sum's only term), written
+/// over slices so the lanes vectorize.
+fn chunk_dot<T: Copy + Into<f64>>(g: &[T], eps: &[f32]) -> f64 {
+    debug_assert!(g.len() <= REDUCTION_CHUNK && g.len() == eps.len());
+    let mut l = [0.0f64; REDUCTION_LANES];
+    let mut gs = g.chunks_exact(REDUCTION_LANES);
+    let mut es = eps.chunks_exact(REDUCTION_LANES);
+    for (g8, e8) in (&mut gs).zip(&mut es) {
+        for r in 0..REDUCTION_LANES {
+            l[r] += g8[r].into() * f64::from(e8[r]);
+        }
+    }
+    for (r, (&g, &e)) in gs.remainder().iter().zip(es.remainder()).enumerate() {
+        l[r] += g.into() * f64::from(e);
+    }
+    let mut total = CompensatedSum::default();
+    if !g.is_empty() {
+        total.add(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
+    }
+    total.value()
+}
 
 fn noise_dot<T: Copy + Into<f64>>(
     g: &[T],
@@ -139,9 +163,7 @@ fn noise_dot<T: Copy + Into<f64>>(
         let partials: Vec<f64> = g
             .chunks(NOISE_CHUNK)
             .zip(eps.chunks(NOISE_CHUNK))
-            .map(|(g, e)| {
-                deterministic_sum(g.iter().zip(e).map(|(&g, &z)| g.into() * f64::from(z)))
-            })
+            .map(|(g, e)| chunk_dot(g, e))
             .collect();
         return deterministic_sum(partials.into_iter());
     }
@@ -150,17 +172,12 @@ fn noise_dot<T: Copy + Into<f64>>(
     for (c, chunk) in g.chunks(NOISE_CHUNK).enumerate() {
         let e = &mut eps[..chunk.len()];
         fill_normals(key, first + (c * NOISE_CHUNK) as u64, e);
-        partials.push(deterministic_sum(
-            chunk
-                .iter()
-                .zip(e.iter())
-                .map(|(&g, &z)| g.into() * f64::from(z)),
-        ));
+        partials.push(chunk_dot(chunk, e));
     }
     deterministic_sum(partials.into_iter())
 }
 
-impl CustomOp1 for NoiseDot {
+impl CustomOp1 for NoiseDot<'_> {
     fn name(&self) -> &'static str {
         "deelbo-noise-dot"
     }
@@ -171,13 +188,13 @@ impl CustomOp1 for NoiseDot {
                 contiguous(v, l, "gradient")?,
                 self.key,
                 self.first,
-                self.cached.as_deref(),
+                self.cached,
             ),
             CpuStorage::F64(v) => noise_dot(
                 contiguous(v, l, "gradient")?,
                 self.key,
                 self.first,
-                self.cached.as_deref(),
+                self.cached,
             ),
             other => {
                 use candle_core::backend::BackendStorage;
@@ -306,4 +323,35 @@ pub fn sum_squares_f64(t: &Tensor) -> Result<f64> {
         t.to_dtype(DType::F64)?.sqr()?.sum_all()?
     };
     Ok(s.to_scalar::<f64>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deelbo_core::normal_at;
+
+    #[test]
+    fn the_slice_noise_dot_is_the_cores_deterministic_sum_bit_for_bit() {
+        let key = NoiseKey::new(4, 2);
+        for len in [0usize, 1, 7, 8, 9, 63, 4095, 4096, 4097, 8192 + 13, 20_000] {
+            let g: Vec<f32> = (0..len)
+                .map(|i| normal_at(NoiseKey::new(8, 1), i as u64) * 1e3)
+                .collect();
+            let mut eps = vec![0.0f32; len];
+            fill_normals(key, 5, &mut eps);
+            // The reference: chunk partials by the core's iterator sum, then their sum.
+            let partials: Vec<f64> = g
+                .chunks(NOISE_CHUNK)
+                .zip(eps.chunks(NOISE_CHUNK))
+                .map(|(g, e)| {
+                    deterministic_sum(g.iter().zip(e).map(|(&g, &z)| f64::from(g) * f64::from(z)))
+                })
+                .collect();
+            let want = deterministic_sum(partials.into_iter());
+            let cached = noise_dot(&g, key, 5, Some(&eps));
+            let regenerated = noise_dot(&g, key, 5, None);
+            assert_eq!(cached.to_bits(), want.to_bits(), "len {len}");
+            assert_eq!(regenerated.to_bits(), want.to_bits(), "len {len}");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use deelbo_candle::{BlockSpec, VariationalModel, elbo_loss};
+use deelbo_core::test_util::rel_err;
 use deelbo_core::{IsotropicPosterior, KappaRule, NoiseKey, Objective, PriorVariance, normal_at};
 
 /// Deterministic pseudo-random values of a given scale.
@@ -63,10 +64,6 @@ fn model(dtype: DType, sigma: f64, head_variance: PriorVariance) -> VariationalM
         .collect();
     t.mean.set(&tensor(&moved, &[30], dtype)).unwrap();
     m
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
 }
 
 struct Check {
@@ -169,24 +166,27 @@ fn f64_kl_values_and_gradients_equal_the_core() {
                 let d = terms.len as f64;
                 let s2 = sigma * sigma;
                 let direct = 0.5 * d * (1.0 + terms.quadratic / (d * s2)).ln();
-                assert!(rel(terms.kl_at_optimum().unwrap(), direct) < 1e-9);
+                assert!(rel_err(terms.kl_at_optimum().unwrap(), direct) < 1e-9);
             }
             let c = check(&m, rule, 40);
             let what = format!("fused={fused} rule={rule:?} sigma={sigma}");
             assert!(
-                rel(c.loss, c.core_loss) < 1e-13,
+                rel_err(c.loss, c.core_loss) < 1e-13,
                 "{what}: loss {} vs {}",
                 c.loss,
                 c.core_loss
             );
             for b in 0..2 {
                 assert!(
-                    rel(c.kl[b], c.core_kl[b]) < 1e-12,
+                    rel_err(c.kl[b], c.core_kl[b]) < 1e-12,
                     "{what}: KL {:?} vs {:?}",
                     c.kl,
                     c.core_kl
                 );
-                assert!(rel(c.variances[b], c.core_variances[b]) < 1e-13, "{what}");
+                assert!(
+                    rel_err(c.variances[b], c.core_variances[b]) < 1e-13,
+                    "{what}"
+                );
                 assert!(
                     c.mean_grad_err[b] < 1e-12,
                     "{what}: mean grads off by {:?}",
@@ -194,7 +194,7 @@ fn f64_kl_values_and_gradients_equal_the_core() {
                 );
             }
             assert!(
-                rel(c.grad_rho, c.core_grad_rho) < 1e-10,
+                rel_err(c.grad_rho, c.core_grad_rho) < 1e-10,
                 "{what}: d loss/d rho {} vs core {}",
                 c.grad_rho,
                 c.core_grad_rho
@@ -210,9 +210,9 @@ fn fixed_head_variance_matches_the_core() {
         let c = check(&m, KappaRule::DataEmphasized, 25);
         assert_eq!(c.core_variances[1], v);
         assert_eq!(c.variances[1], v);
-        assert!(rel(c.loss, c.core_loss) < 1e-13);
+        assert!(rel_err(c.loss, c.core_loss) < 1e-13);
         assert!(
-            rel(c.kl[1], c.core_kl[1]) < 1e-12,
+            rel_err(c.kl[1], c.core_kl[1]) < 1e-12,
             "{:?} vs {:?}",
             c.kl,
             c.core_kl
@@ -223,7 +223,7 @@ fn fixed_head_variance_matches_the_core() {
             c.mean_grad_err
         );
         assert!(
-            rel(c.grad_rho, c.core_grad_rho) < 1e-10,
+            rel_err(c.grad_rho, c.core_grad_rho) < 1e-10,
             "{} vs {}",
             c.grad_rho,
             c.core_grad_rho
@@ -240,19 +240,19 @@ fn f32_model_matches_the_f64_core_loosely() {
         let c32 = check(&m32, KappaRule::DataEmphasized, 40);
         let c64 = check(&m64, KappaRule::DataEmphasized, 40);
         // The f32 model's own core reference uses its (rounded) f32 values...
-        assert!(rel(c32.loss, c32.core_loss) < 1e-6, "fused={fused}");
+        assert!(rel_err(c32.loss, c32.core_loss) < 1e-6, "fused={fused}");
         // ...and stays close to the f64 model.
         assert!(
-            rel(c32.loss, c64.core_loss) < 1e-5,
+            rel_err(c32.loss, c64.core_loss) < 1e-5,
             "{} vs {}",
             c32.loss,
             c64.core_loss
         );
         for b in 0..2 {
-            assert!(rel(c32.kl[b], c64.core_kl[b]) < 1e-4);
+            assert!(rel_err(c32.kl[b], c64.core_kl[b]) < 1e-4);
             assert!(c32.mean_grad_err[b] < 1e-5, "{:?}", c32.mean_grad_err);
         }
-        assert!(rel(c32.grad_rho, c64.core_grad_rho) < 1e-4);
+        assert!(rel_err(c32.grad_rho, c64.core_grad_rho) < 1e-4);
     }
 }
 
@@ -280,7 +280,7 @@ fn rho_gradient_matches_finite_differences() {
         .to_scalar::<f64>()
         .unwrap();
     assert!(
-        rel(ad, fd) < 1e-6,
+        rel_err(ad, fd) < 1e-6,
         "autodiff {ad} vs finite difference {fd}"
     );
 }

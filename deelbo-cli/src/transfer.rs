@@ -47,6 +47,14 @@ pub struct FinetuneArgs {
     /// Directory for the cached pretrained network.
     #[arg(long, default_value = "deelbo-transfer-out")]
     pub out: PathBuf,
+    /// Only these learning rates (comma-separated; the ELBOs' runs, or the MAP grid's), e.g. to
+    /// look at one run of a protocol.
+    #[arg(long, value_delimiter = ',')]
+    pub lrs: Vec<f64>,
+    /// Also print one line per training run (learning rate, final training loss, learned
+    /// variances, sigma, test accuracy), the protocol's selection criterion among them.
+    #[arg(long)]
+    pub runs: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +91,10 @@ pub struct TransferArgs {
     /// Only these seeds (comma-separated; default 0,1,2, or 0 with --quick).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
+    /// Only these protocols (comma-separated: map-grid, elbo, de-elbo, de-elbo-ptyl; default
+    /// all four), e.g. to rerun the variational rows after a change that leaves MAP alone.
+    #[arg(long, value_delimiter = ',', value_parser = parse_method)]
+    pub methods: Vec<Method>,
     /// Output directory: pretrained network, checkpoints, transfer.json, table.txt, figures.
     #[arg(long, default_value = "deelbo-transfer-out")]
     pub out: PathBuf,
@@ -106,6 +118,10 @@ pub fn run_finetune_command(args: &FinetuneArgs) -> Result<()> {
     args.threads.apply();
     let mut config = FinetuneConfig::new(args.n, args.seed, args.method, &args.out);
     config.arch = args.arch;
+    if !args.lrs.is_empty() {
+        config.protocol.elbo_lrs = args.lrs.clone();
+        config.protocol.grid_lrs = args.lrs.clone();
+    }
     let report = run_finetune(&config, &mut BarProgress::new()).with_context(|| {
         format!(
             "fine-tuning {} with {} (N = {})",
@@ -117,7 +133,54 @@ pub fn run_finetune_command(args: &FinetuneArgs) -> Result<()> {
     } else {
         println!("{}", format_table(std::slice::from_ref(&report.row)));
     }
+    if args.runs {
+        print!("{}", run_lines(&report.records));
+    }
     Ok(())
+}
+
+/// One line per training run: stage, learning rate, final training loss, the learned block
+/// variances and distances, sigma, test accuracy (posterior mean) and CPU seconds.
+fn run_lines(records: &[deelbo_transfer::RunRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let line = match &r.outcome {
+            None => format!(
+                "run {:>3} lr {:.0e}: {}",
+                r.index,
+                r.stage.lr(),
+                r.failure.as_deref().unwrap_or("failed")
+            ),
+            Some(o) => {
+                let blocks: Vec<String> = o
+                    .blocks
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} v {:.2e} M/D {:.2e}",
+                            b.name, b.variance, b.distance_per_weight
+                        )
+                    })
+                    .collect();
+                format!(
+                    "run {:>3} lr {:.0e}: train loss {:.4}{} sigma {} {} test acc {:.3} cpu {:.1} s",
+                    r.index,
+                    r.stage.lr(),
+                    o.final_train_loss,
+                    o.validation
+                        .map(|v| format!(" val NLL {:.4}", v.nll))
+                        .unwrap_or_default(),
+                    o.sigma.map(|s| format!("{s:.2e}")).unwrap_or("-".into()),
+                    blocks.join(", "),
+                    o.test.accuracy,
+                    r.cpu_seconds.unwrap_or(f64::NAN)
+                )
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Run `deelbo experiment ...`.
@@ -140,6 +203,9 @@ fn run_transfer(args: &TransferArgs) -> Result<()> {
     }
     if !args.seeds.is_empty() {
         config.seeds = args.seeds.clone();
+    }
+    if !args.methods.is_empty() {
+        config.methods = args.methods.clone();
     }
     let report = run_experiment(&config, &mut BarProgress::new())
         .with_context(|| format!("transfer experiment in {}", args.out.display()))?;

@@ -2,7 +2,8 @@
 //! candle-nn code) with the DE-ELBO, the model built unchanged from the variational VarBuilder:
 //! pretrain on the 8x8 digits 0–4, fine-tune on 100 examples of digits 5–9 with an L2-SP
 //! backbone prior and a zero-mean head prior (both variances learned), then report the
-//! posterior-mean and 10-sample predictive test metrics.
+//! posterior-mean and 10-sample predictive test metrics (batch-norm statistics recomputed on the
+//! training set for each network evaluated).
 //!
 //! ```text
 //! cargo run --release -p deelbo-transfer --example finetune_conv_net
@@ -92,8 +93,13 @@ fn main() -> anyhow::Result<()> {
         v[1],
         model.sigma()?
     );
+    // Batch-norm statistics for the weights evaluated: one train-mode pass over the training
+    // set with momentum 1 sets them (the running averages of training belong to the sampled
+    // networks), then the eval-mode pass on the test set.
     let logits = |vb: VarBuilder| -> deelbo_candle::Result<Tensor> {
-        Ok(ConvNet::new(vb, 5)?.forward_t(&test.x, false)?)
+        let net = ConvNet::with_batch_norm_momentum(vb, 5, 1.0)?;
+        net.forward_t(x, true)?;
+        Ok(net.forward_t(&test.x, false)?)
     };
     let mean = metrics_from_log_probs(
         &candle_nn::ops::log_softmax(&logits(model.mean_var_builder())?, 1)?,

@@ -110,14 +110,9 @@ pub enum TransferError {
     /// An error from `deelbo-core`.
     #[error(transparent)]
     Core(#[from] deelbo_core::CoreError),
-    /// Drawing the figure failed.
-    #[error("figure {path}: {reason}")]
-    Plot {
-        /// The output file.
-        path: PathBuf,
-        /// The drawing backend's message.
-        reason: String,
-    },
+    /// Drawing or writing the figure failed.
+    #[error(transparent)]
+    Report(#[from] deelbo_report::ReportError),
 }
 
 /// Shorthand for `Result<T, TransferError>`.

@@ -1,6 +1,6 @@
 //! # deelbo-transfer
 //!
-//! Transfer learning in miniature (the design card's protocol): two networks written in plain
+//! Transfer learning in miniature (the protocol of `docs/DESIGN.md §10`): two networks written in plain
 //! candle-nn ([`models`]: an MLP 64-256-256-5 and a small conv net with batch norm), each
 //! pretrained once on the 8x8 digits 0–4, fine-tuned on digits 5–9 with a new head from N in
 //! {50, 100, 500} stratified examples (3 seeds; the remaining target examples are the test set),

@@ -71,17 +71,34 @@ pub struct ConvNet {
 }
 
 impl ConvNet {
-    /// The network with `classes` outputs.
+    /// The network with `classes` outputs (batch-norm momentum 0.1, candle's default).
     pub fn new(vb: VarBuilder, classes: usize) -> candle_core::Result<Self> {
+        Self::with_batch_norm_momentum(vb, classes, 0.1)
+    }
+
+    /// The network with batch-norm running statistics updated as
+    /// `running <- (1 - momentum) running + momentum batch` in every train-mode forward pass.
+    /// `momentum = 1` makes one train-mode pass set them to that batch's statistics exactly
+    /// (what [`Architecture::calibrated`] uses).
+    pub fn with_batch_norm_momentum(
+        vb: VarBuilder,
+        classes: usize,
+        momentum: f64,
+    ) -> candle_core::Result<Self> {
         let same = candle_nn::Conv2dConfig {
             padding: 1,
             ..Default::default()
         };
+        let bn = candle_nn::BatchNormConfig {
+            eps: 1e-5,
+            momentum,
+            ..Default::default()
+        };
         Ok(Self {
             conv1: candle_nn::conv2d(1, 8, 3, same, vb.pp("conv1"))?,
-            bn1: candle_nn::batch_norm(8, 1e-5, vb.pp("bn1"))?,
+            bn1: candle_nn::batch_norm(8, bn, vb.pp("bn1"))?,
             conv2: candle_nn::conv2d(8, 16, 3, same, vb.pp("conv2"))?,
-            bn2: candle_nn::batch_norm(16, 1e-5, vb.pp("bn2"))?,
+            bn2: candle_nn::batch_norm(16, bn, vb.pp("bn2"))?,
             fc: candle_nn::linear(16 * 2 * 2, 64, vb.pp("fc"))?,
             head: candle_nn::linear(64, classes, vb.pp("head"))?,
         })
@@ -138,6 +155,32 @@ impl Architecture {
             Architecture::Mlp => Box::new(MlpNet::new(vb, crate::data::FEATURES, hidden, classes)?),
             Architecture::Conv => Box::new(ConvNet::new(vb, classes)?),
         })
+    }
+
+    /// The network on `vb`'s weights with its batch-norm running statistics recomputed for
+    /// exactly those weights: one train-mode forward pass over `calibration` (all rows in one
+    /// batch) sets every running mean and variance to that batch's statistics (momentum 1), so
+    /// an eval-mode forward afterwards normalizes as the weights require. Without this, the
+    /// running statistics of a variational run are an average over the *sampled* networks of
+    /// the last training steps and fit neither the posterior mean nor any one predictive
+    /// sample (SWAG's `bn_update` does the same recomputation). The running statistics are the
+    /// builder's buffers: a builder of a `VariationalModel` shares them, so they are
+    /// overwritten. The MLP has none and is returned as built.
+    pub fn calibrated(
+        &self,
+        vb: VarBuilder,
+        hidden: &[usize],
+        classes: usize,
+        calibration: &Tensor,
+    ) -> candle_core::Result<Net> {
+        match self {
+            Architecture::Mlp => self.build(vb, hidden, classes),
+            Architecture::Conv => {
+                let net = ConvNet::with_batch_norm_momentum(vb, classes, 1.0)?;
+                net.forward_t(calibration, true)?;
+                Ok(Box::new(net))
+            }
+        }
     }
 
     /// Name prefixes of the transferred backbone (everything but `head`).

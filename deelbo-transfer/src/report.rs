@@ -1,14 +1,14 @@
 //! The experiment's outputs: the per-(architecture, N) table, `transfer.json`, and the figure of
-//! test accuracy against cumulative wall time per method (SVG and PNG, text drawn with the
-//! embedded DejaVu Sans font; no system fonts). Rows and summaries come from
+//! test accuracy against cumulative wall time per method (SVG and PNG, drawn by
+//! `deelbo_report::LineFigure` with its bundled font; no system fonts); tables laid out by
+//! `deelbo_report::render_table`. Rows and summaries come from
 //! [`crate::results`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use plotters::prelude::*;
+use deelbo_report::{LineFigure, LinePanel, Series, render_table};
 
 use crate::checkpoint::{RunRecord, Stage};
 use crate::config::Method;
@@ -18,10 +18,8 @@ use crate::results::{JSON_FILE, ResultRow, Summary, summarize, write_rows_json};
 
 /// File name of the printed table.
 pub const TABLE_FILE: &str = "table.txt";
-/// File name of the SVG figure.
-pub const SVG_FILE: &str = "transfer.svg";
-/// File name of the PNG figure.
-pub const PNG_FILE: &str = "transfer.png";
+/// File stem of the figure (`transfer.svg`, `transfer.png`).
+pub const FIGURE_STEM: &str = "transfer";
 
 /// The files [`write_outputs`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +51,17 @@ fn fmt_opt(v: Option<f64>, sci: bool) -> String {
     }
 }
 
+/// The column headers of one block of [`format_table`].
+const HEADER: [&str; 13] = [
+    "method", "kappa", "test acc", "NLL", "pred acc", "pred NLL", "lambda", "M_bb/D", "tau",
+    "sigma", "runs", "wall s", "cpu s",
+];
+
 /// The table: one block per (architecture, N) with, per method, kappa, test accuracy (mean ±
 /// sd over seeds) and NLL of the posterior mean, accuracy and NLL of the S-sample predictive,
 /// learned lambda, tau, sigma and the backbone's `M_b/D_b`, runs per protocol and mean wall and
-/// CPU seconds per protocol, then the ratios of the grid search's times to the DE-ELBO's.
+/// CPU seconds per protocol, then the ratios of the grid search's times to the DE-ELBO's. Each
+/// block is laid out by `deelbo_report::render_table`.
 pub fn format_table(rows: &[ResultRow]) -> String {
     let summaries = summarize(rows);
     let mut out = String::new();
@@ -73,43 +78,27 @@ pub fn format_table(rows: &[ResultRow]) -> String {
             "{arch}, N = {n}  ({seeds} seed{}; mean over seeds, ± sample sd; pred = S-sample predictive)",
             if seeds == 1 { "" } else { "s" },
         );
-        let _ = writeln!(
-            out,
-            "{:<12} {:>7} {:>14} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>4} {:>8} {:>8}",
-            "method",
-            "kappa",
-            "test acc",
-            "NLL",
-            "pred acc",
-            "pred NLL",
-            "lambda",
-            "M_bb/D",
-            "tau",
-            "sigma",
-            "runs",
-            "wall s",
-            "cpu s"
-        );
-        for s in &block {
-            let _ = writeln!(
-                out,
-                "{:<12} {:>7} {:>6.3} ± {:<5.3} {:>7.3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>4} {:>8.1} {:>8}",
-                s.method.name(),
-                fmt_opt(s.kappa, false),
-                s.accuracy,
-                s.accuracy_sd,
-                s.nll,
-                fmt_fixed(s.predictive_accuracy),
-                fmt_fixed(s.predictive_nll),
-                fmt_opt(s.lambda, true),
-                fmt_opt(s.backbone_distance, true),
-                fmt_opt(s.tau, true),
-                fmt_opt(s.sigma, true),
-                s.runs,
-                s.seconds,
-                fmt_opt(s.cpu_seconds, false)
-            );
-        }
+        let cells: Vec<Vec<String>> = block
+            .iter()
+            .map(|s| {
+                vec![
+                    s.method.name().to_string(),
+                    fmt_opt(s.kappa, false),
+                    format!("{:.3} ± {:.3}", s.accuracy, s.accuracy_sd),
+                    format!("{:.3}", s.nll),
+                    fmt_fixed(s.predictive_accuracy),
+                    fmt_fixed(s.predictive_nll),
+                    fmt_opt(s.lambda, true),
+                    fmt_opt(s.backbone_distance, true),
+                    fmt_opt(s.tau, true),
+                    fmt_opt(s.sigma, true),
+                    s.runs.to_string(),
+                    format!("{:.1}", s.seconds),
+                    fmt_opt(s.cpu_seconds, false),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&HEADER, &cells));
         let grid = block.iter().find(|s| s.method == Method::MapGrid);
         for de in block
             .iter()
@@ -224,153 +213,63 @@ pub fn accuracy_time_curves(records: &[RunRecord]) -> Vec<Curve> {
     out
 }
 
-/// Register the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
-fn register_fonts() -> std::result::Result<(), String> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(
-                "sans-serif",
-                FontStyle::Normal,
-                dejavu::sans::regular(),
-            )
-            .map_err(|_| "the embedded DejaVu Sans font is invalid".to_string())?;
-            plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold())
-                .map_err(|_| "the embedded DejaVu Sans Bold font is invalid".to_string())
-        })
-        .clone()
-}
-
-fn color(method: Method) -> RGBColor {
+fn color(method: Method) -> (u8, u8, u8) {
     match method {
-        Method::MapGrid => RGBColor(31, 119, 180),
-        Method::Elbo => RGBColor(214, 39, 40),
-        Method::DeElbo => RGBColor(44, 160, 44),
-        Method::DeElboPtyl => RGBColor(148, 103, 189),
+        Method::MapGrid => (31, 119, 180),
+        Method::Elbo => (214, 39, 40),
+        Method::DeElbo => (44, 160, 44),
+        Method::DeElboPtyl => (148, 103, 189),
     }
 }
 
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    curves: &[Curve],
-) -> std::result::Result<(), String>
-where
-    DB::ErrorType: 'static,
-{
-    let e = |err: &dyn std::fmt::Display| err.to_string();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let root = root
-        .titled(
-            "Digits 5-9 fine-tuning: test accuracy vs cumulative wall time",
-            ("sans-serif", 18),
-        )
-        .map_err(|x| e(&x))?;
-    let mut sizes: Vec<usize> = curves.iter().map(|c| c.n).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut archs: Vec<Architecture> = curves.iter().map(|c| c.arch).collect();
-    archs.sort_unstable();
-    archs.dedup();
-    let cells: Vec<(Architecture, usize)> = archs
-        .iter()
-        .flat_map(|&a| sizes.iter().map(move |&n| (a, n)))
-        .collect();
-    let panels = root.split_evenly((archs.len().max(1), sizes.len().max(1)));
-    for (panel, &(arch, n)) in panels.iter().zip(&cells) {
-        let cs: Vec<&Curve> = curves
-            .iter()
-            .filter(|c| c.n == n && c.arch == arch)
-            .collect();
-        let pts = cs.iter().flat_map(|c| c.points.iter());
-        let (mut t0, mut t1, mut a0) = (f64::INFINITY, 0.0f64, 1.0f64);
-        for &(t, a) in pts {
-            t0 = t0.min(t);
-            t1 = t1.max(t);
-            a0 = a0.min(a);
-        }
-        if !t0.is_finite() || t1 <= 0.0 {
-            continue;
-        }
-        let t0 = (t0 * 0.7).max(1e-3);
-        let t1 = t1 * 1.5;
-        let a0 = ((a0 - 0.05) * 10.0).floor() / 10.0;
-        let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{arch}, N = {n}"), ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d((t0..t1).log_scale(), a0.max(0.0)..1.0)
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc("cumulative wall time (s, log scale)")
-            .y_desc("test accuracy")
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .x_label_formatter(&|x| {
-                if *x >= 10.0 {
-                    format!("{x:.0}")
-                } else if *x >= 1.0 {
-                    format!("{x:.1}")
-                } else {
-                    format!("{x:.2}")
-                }
-            })
-            .draw()
-            .map_err(|x| e(&x))?;
-        for c in cs {
-            let col = color(c.method);
-            chart
-                .draw_series(LineSeries::new(
-                    c.points.iter().copied(),
-                    col.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(c.method.name())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                });
-            if let Some(&last) = c.points.last() {
-                chart
-                    .draw_series(std::iter::once(Circle::new(last, 5, col.filled())))
-                    .map_err(|x| e(&x))?;
+/// The figure of [`accuracy_time_curves`]: one panel per (architecture, N), left to right, log
+/// time axis, the accuracy axis from just below the lowest point to 1.
+pub fn figure(curves: &[Curve]) -> LineFigure {
+    let mut cells: Vec<(Architecture, usize)> = curves.iter().map(|c| (c.arch, c.n)).collect();
+    cells.sort_unstable();
+    cells.dedup();
+    let panels = cells
+        .into_iter()
+        .map(|(arch, n)| {
+            let cs: Vec<&Curve> = curves
+                .iter()
+                .filter(|c| c.n == n && c.arch == arch)
+                .collect();
+            let low = cs
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.1))
+                .filter(|a| a.is_finite())
+                .fold(1.0f64, f64::min);
+            LinePanel {
+                title: format!("{arch}, N = {n}"),
+                x_desc: "cumulative wall time (s, log scale)".to_string(),
+                y_desc: "test accuracy".to_string(),
+                x_log: true,
+                y_range: Some(((((low - 0.05) * 10.0).floor() / 10.0).max(0.0), 1.0)),
+                series: cs
+                    .iter()
+                    .map(|c| Series {
+                        label: c.method.name().to_string(),
+                        color: color(c.method),
+                        points: c.points.clone(),
+                        mark_last: true,
+                    })
+                    .collect(),
             }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
+        })
+        .collect();
+    LineFigure {
+        title: "Digits 5-9 fine-tuning: test accuracy vs cumulative wall time".to_string(),
+        panels,
+        panel_size: (520, 420),
     }
-    root.present().map_err(|x| e(&x))
 }
 
-/// Draw the figure from `records` ([`accuracy_time_curves`]; one panel per (architecture, N),
-/// log time axis, mean over seeds) to an SVG and a PNG file.
-pub fn write_figure(records: &[RunRecord], svg: &Path, png: &Path) -> Result<()> {
-    let curves = accuracy_time_curves(records);
-    let count = |f: &dyn Fn(&Curve) -> String| {
-        curves
-            .iter()
-            .map(f)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-            .max(1) as u32
-    };
-    let cols = count(&|c| c.n.to_string());
-    let rows = count(&|c| c.arch.name().to_string());
-    let size = (520 * cols.max(2), 30 + 420 * rows);
-    let plot_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |reason: String| TransferError::Plot { path, reason }
-    };
-    register_fonts().map_err(plot_err(svg))?;
-    draw(SVGBackend::new(svg, size).into_drawing_area(), &curves).map_err(plot_err(svg))?;
-    draw(BitMapBackend::new(png, size).into_drawing_area(), &curves).map_err(plot_err(png))?;
-    Ok(())
+/// Draw the figure from `records` ([`figure`] of [`accuracy_time_curves`]) to `<stem>.svg` and
+/// `<stem>.png` with `deelbo_report::LineFigure` (the bundled font, registered there once);
+/// returns both paths.
+pub fn write_figure(records: &[RunRecord], stem: &Path) -> Result<Vec<PathBuf>> {
+    Ok(figure(&accuracy_time_curves(records)).save(stem)?)
 }
 
 /// Write `transfer.json`, `table.txt`, `transfer.svg` and `transfer.png` into `dir`.
@@ -378,11 +277,11 @@ pub fn write_outputs(dir: &Path, rows: &[ResultRow], records: &[RunRecord]) -> R
     let files = OutputFiles {
         json: dir.join(JSON_FILE),
         table: dir.join(TABLE_FILE),
-        svg: dir.join(SVG_FILE),
-        png: dir.join(PNG_FILE),
+        svg: dir.join(FIGURE_STEM).with_extension("svg"),
+        png: dir.join(FIGURE_STEM).with_extension("png"),
     };
     write_rows_json(&files.json, rows)?;
     std::fs::write(&files.table, format_table(rows)).map_err(io("writing", &files.table))?;
-    write_figure(records, &files.svg, &files.png)?;
+    write_figure(records, &dir.join(FIGURE_STEM))?;
     Ok(files)
 }

@@ -12,7 +12,10 @@
 //!   `N(w_pre, lambda I)` or PTYL `N(theta_swag, lambda Sigma_swag)`.
 //!
 //! Test metrics come from the posterior mean `m` (for MAP, the trained weights) and, for the
-//! ELBOs, also from the S-sample predictive.
+//! ELBOs, also from the S-sample predictive. Every network a variational run evaluates (the
+//! posterior mean, each predictive sample, each sample of the final training loss) first gets
+//! batch-norm statistics recomputed on the training set for its own weights
+//! ([`Architecture::calibrated`]).
 
 use std::sync::Arc;
 
@@ -346,17 +349,27 @@ impl Trainer {
         Ok(value)
     }
 
+    /// The network on the builder's weights for evaluation (eval mode). For the ELBOs its
+    /// batch-norm statistics are first recomputed on `train` for exactly these weights
+    /// ([`Architecture::calibrated`]): the running averages collected during training belong
+    /// to the sampled networks of the last steps. A MAP run trains on its means, so its running
+    /// statistics already belong to them and are used as they are.
+    fn eval_net(&self, vb: candle_nn::VarBuilder<'_>, train: &Tensor) -> Result<Net> {
+        Ok(match self.mode {
+            Mode::Map { .. } => self.arch.build(vb, &self.hidden, CLASSES)?,
+            Mode::Elbo(_) => self.arch.calibrated(vb, &self.hidden, CLASSES, train)?,
+        })
+    }
+
     /// Log-probabilities of the posterior-mean network (eval mode) on `x`.
-    fn mean_log_probs(&self, x: &Tensor) -> Result<Tensor> {
-        let net = self
-            .arch
-            .build(self.model.mean_var_builder(), &self.hidden, CLASSES)?;
+    fn mean_log_probs(&self, x: &Tensor, train: &Tensor) -> Result<Tensor> {
+        let net = self.eval_net(self.model.mean_var_builder(), train)?;
         Ok(candle_nn::ops::log_softmax(&net.forward_t(x, false)?, 1)?)
     }
 
-    fn mean_metrics(&self, batch: &Batch) -> Result<ClassificationMetrics> {
+    fn mean_metrics(&self, batch: &Batch, train: &Tensor) -> Result<ClassificationMetrics> {
         Ok(metrics_from_log_probs(
-            &self.mean_log_probs(&batch.x)?,
+            &self.mean_log_probs(&batch.x, train)?,
             &batch.labels,
         )?)
     }
@@ -414,12 +427,12 @@ pub fn train_run(
     }
     let model = &trainer.model;
     let validation = match inputs.validation {
-        Some(v) => Some(trainer.mean_metrics(v)?.into()),
+        Some(v) => Some(trainer.mean_metrics(v, &inputs.train.x)?.into()),
         None => None,
     };
     let (final_train_loss, blocks, sigma, kappa) = match &trainer.mode {
         Mode::Map { alpha, beta } => {
-            let nll = trainer.mean_metrics(inputs.train)?.nll;
+            let nll = trainer.mean_metrics(inputs.train, &inputs.train.x)?.nll;
             let pen = model.l2sp_penalty(&[*alpha, *beta])?.to_scalar::<f64>()?;
             (nll + pen, Vec::new(), None, None)
         }
@@ -427,10 +440,9 @@ pub fn train_run(
             let s = settings.final_loss_samples;
             let mut nll = 0.0;
             for k in 0..s {
-                let net = inputs.arch.build(
+                let net = trainer.eval_net(
                     model.predictive_var_builder(seed, k as u32)?,
-                    &trainer.hidden,
-                    CLASSES,
+                    &inputs.train.x,
                 )?;
                 let lp = candle_nn::ops::log_softmax(&net.forward_t(&inputs.train.x, false)?, 1)?;
                 nll += metrics_from_log_probs(&lp, &inputs.train.labels)?.nll;
@@ -461,14 +473,17 @@ pub fn train_run(
     let seconds = start.wall_seconds();
     let cpu_seconds = start.cpu_seconds();
     let eval = Stopwatch::start();
-    let test = trainer.mean_metrics(inputs.test)?.into();
+    let test = trainer.mean_metrics(inputs.test, &inputs.train.x)?.into();
     let test_predictive = match trainer.mode {
         Mode::Map { .. } => None,
         Mode::Elbo(_) => {
             let lp = predictive_log_probs_of(
                 model,
                 |vb| {
-                    let net = inputs.arch.build(vb, &trainer.hidden, CLASSES)?;
+                    let net =
+                        inputs
+                            .arch
+                            .calibrated(vb, &trainer.hidden, CLASSES, &inputs.train.x)?;
                     Ok(net.forward_t(&inputs.test.x, false)?)
                 },
                 inputs.predictive_samples,

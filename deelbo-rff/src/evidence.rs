@@ -22,8 +22,8 @@ use crate::error::{Result, RffError, cholesky_error};
 use crate::search::{GridSearch, maximize};
 use crate::spectrum::Spectrum;
 
-/// `ln(2 pi)`.
-pub const LN_2PI: f64 = 1.837_877_066_409_345_3;
+/// `ln(2 pi)`: the core's constant, re-exported for this crate's formulas.
+pub use deelbo_core::LN_2PI;
 
 /// Bounds on the noise variance `s_n^2` every search respects (in the units of the targets the
 /// model sees, i.e. standardized targets when the model standardizes).

@@ -68,7 +68,7 @@ pub struct RffModel {
     pub objective: f64,
     /// The kappa rule asked for, the kappa used and whether it was clamped (ELBO methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kappa_report: Option<crate::fit::KappaReport>,
+    pub kappa_report: Option<KappaReport>,
     /// Results that are not learned values (a value at a search bound, a clamped kappa).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -297,4 +297,17 @@ impl RffModel {
             train_rmse,
         }
     }
+}
+
+/// What became of the kappa rule a (DE-)ELBO fit asked for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KappaReport {
+    /// The rule asked for (`elbo`, `de-elbo`, `de-elbo-half`, `fixed`).
+    pub rule: String,
+    /// The kappa used.
+    pub value: f64,
+    /// Whether the rule's value fell below 1 and was raised to 1.
+    pub clamped: bool,
+    /// Why, when clamped (e.g. "N >= D/2: kappa = 1, the plain ELBO").
+    pub reason: Option<String>,
 }

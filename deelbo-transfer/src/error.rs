@@ -82,20 +82,20 @@ pub enum TransferError {
         reason: String,
     },
     /// A training run whose loss became non-finite.
-    #[error("training diverged ({context}): {source}")]
+    #[error("training diverged ({name}): {source}")]
     Training {
         /// Which run (method, n, seed, learning rate).
-        context: String,
+        name: String,
         /// The underlying adapter error.
         source: deelbo_candle::AdapterError,
     },
     /// Every training run of a protocol diverged, so it has no result to select.
     #[error("every run of {method} ({arch}, N = {n}, seed {seed}) diverged")]
     AllRunsDiverged {
-        /// The architecture.
-        arch: crate::models::Architecture,
-        /// The protocol.
-        method: crate::config::Method,
+        /// The architecture's name (`Architecture::name`).
+        arch: &'static str,
+        /// The protocol's name (`Method::name`).
+        method: &'static str,
         /// Training-set size.
         n: usize,
         /// Seed.

@@ -196,9 +196,7 @@ fn run_or_restore(
     let start = crate::cputime::Stopwatch::start();
     let (outcome, failure) = match train_run(inputs, objective, stage.lr(), seed, &settings.train) {
         Ok(o) => (Some(o), None),
-        Err(TransferError::Training { context, source }) => {
-            (None, Some(format!("{context}: {source}")))
-        }
+        Err(TransferError::Training { name, source }) => (None, Some(format!("{name}: {source}"))),
         Err(e) => return Err(e),
     };
     let record = RunRecord {
@@ -249,8 +247,8 @@ fn run_protocol(
     let data = protocol_data(bench, settings, n, seed, method)?;
     let source = bench.source(arch)?;
     let all_failed = || TransferError::AllRunsDiverged {
-        arch,
-        method,
+        arch: arch.name(),
+        method: method.name(),
         n,
         seed,
     };

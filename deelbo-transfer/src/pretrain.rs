@@ -215,7 +215,7 @@ pub fn pretrain(
         let loss = cross_entropy(&net.forward_t(&x, true)?, &y)?;
         opt.step(&loss.backward()?, lr)
             .map_err(|source| TransferError::Training {
-                context: format!("pretraining {arch} step {step}"),
+                name: format!("pretraining {arch} step {step}"),
                 source,
             })?;
         Ok(())

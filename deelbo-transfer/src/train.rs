@@ -418,7 +418,7 @@ pub fn train_run(
         trainer.step(&x, &y, step).map_err(|e| match e {
             TransferError::Adapter(source @ deelbo_candle::AdapterError::Diverged { .. }) => {
                 TransferError::Training {
-                    context: context(step),
+                    name: context(step),
                     source,
                 }
             }
@@ -463,7 +463,7 @@ pub fn train_run(
     };
     if !final_train_loss.is_finite() {
         return Err(TransferError::Training {
-            context: context(settings.steps),
+            name: context(settings.steps),
             source: deelbo_candle::AdapterError::Diverged {
                 name: "final training loss".to_string(),
                 value: final_train_loss,

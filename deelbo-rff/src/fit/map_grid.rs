@@ -9,7 +9,6 @@
 
 use deelbo_core::{NoiseKey, uniform_at};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RffError};
 use crate::evidence::LN_2PI;
@@ -24,78 +23,6 @@ use crate::spectrum::Spectrum;
 
 /// Noise stream of the train/validation split.
 pub const SPLIT_STREAM: u64 = 0x5350_4c54;
-
-/// The grids of the MAP baseline (standardized units), checked by
-/// [`MapGridSettings::validate`] when a map-grid fit starts.
-///
-/// # Parameters
-///
-/// | name | default | range | meaning |
-/// |---|---|---|---|
-/// | `lengthscale_points` | 30 | `>= 1` | lengthscales, log-spaced over the fit's lengthscale search range (1: its midpoint) |
-/// | `prior_variances` | 13 values, `1e-3 ..= 1e3` log-spaced | non-empty, each `> 0`, finite | prior variances `tau` tried |
-/// | `noise_stds` | 13 values, `0.01 ..= 1` log-spaced | non-empty, each `> 0`, finite | noise standard deviations `s_n` tried |
-/// | `validation_fraction` | 0.2 | `(0, 1)` | share of the training rows held out (seeded split) |
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MapGridSettings {
-    /// Lengthscale grid points, log-spaced over the fit's lengthscale search range.
-    pub lengthscale_points: usize,
-    /// Prior variances `tau` to try.
-    pub prior_variances: Vec<f64>,
-    /// Noise standard deviations to try.
-    pub noise_stds: Vec<f64>,
-    /// Fraction of the training set held out for validation.
-    pub validation_fraction: f64,
-}
-
-/// `count` values log-spaced from `lo` to `hi` (inclusive).
-pub fn log_space(lo: f64, hi: f64, count: usize) -> Vec<f64> {
-    if count < 2 {
-        return vec![lo];
-    }
-    let (a, b) = (lo.ln(), hi.ln());
-    (0..count)
-        .map(|i| (a + (b - a) * i as f64 / (count - 1) as f64).exp())
-        .collect()
-}
-
-impl Default for MapGridSettings {
-    /// 30 lengthscales, `tau` in `{1e-3, 10^-2.5, ..., 1e3}` (13 values), `s_n` in 13 log-spaced
-    /// values from `0.01` to `1`, 20 % validation.
-    fn default() -> Self {
-        Self {
-            lengthscale_points: 30,
-            prior_variances: log_space(1e-3, 1e3, 13),
-            noise_stds: log_space(1e-2, 1.0, 13),
-            validation_fraction: 0.2,
-        }
-    }
-}
-
-impl MapGridSettings {
-    /// Every axis has a value, every value is positive and finite, the fraction is in `(0, 1)`.
-    pub fn validate(&self) -> Result<()> {
-        if self.lengthscale_points < 1
-            || self.prior_variances.is_empty()
-            || self.noise_stds.is_empty()
-        {
-            return Err(RffError::InvalidConfig {
-                name: "MAP grid".to_string(),
-                reason: "every axis needs at least one value".to_string(),
-            });
-        }
-        for &v in self.prior_variances.iter().chain(&self.noise_stds) {
-            deelbo_core::check::positive("MAP grid value", v)?;
-        }
-        use std::ops::Bound::Excluded;
-        deelbo_core::check::in_range(
-            "validation_fraction",
-            self.validation_fraction,
-            (Excluded(0.0), Excluded(1.0)),
-        )?;
-        Ok(())
-    }
-}
 
 /// The seeded split: indices sorted by a uniform key per example; the first
 /// `N - round(f N)` are training, the rest validation. Both parts keep at least 1 example (2

@@ -25,10 +25,11 @@ mod prepared;
 mod report;
 mod statistics;
 
+pub use config::MapGridSettings;
 pub use config::{DEFAULT_LENGTHSCALE_SEARCH, Method, RffConfig, SearchSettings};
 pub use evidence::exact_posterior_from_spectrum;
 pub use laplace::laplace_log_marginal;
-pub use map_grid::{MapGridSettings, map_validation_nll};
+pub use map_grid::map_validation_nll;
 pub use prepared::SUBSAMPLE_STREAM;
 pub use report::{FitReport, KappaReport};
 

@@ -1,19 +1,7 @@
 //! What a fit returns: the model and the search diagnostics.
 
+pub use crate::model::KappaReport;
 use crate::model::RffModel;
-
-/// What became of the kappa rule a (DE-)ELBO fit asked for.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct KappaReport {
-    /// The rule asked for (`elbo`, `de-elbo`, `de-elbo-half`, `fixed`).
-    pub rule: String,
-    /// The kappa used.
-    pub value: f64,
-    /// Whether the rule's value fell below 1 and was raised to 1.
-    pub clamped: bool,
-    /// Why, when clamped (e.g. "N >= D/2: kappa = 1, the plain ELBO").
-    pub reason: Option<String>,
-}
 
 /// A fitted model with its search diagnostics.
 #[derive(Debug, Clone)]

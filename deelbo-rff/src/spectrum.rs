@@ -52,7 +52,8 @@ pub(crate) fn gram_of_columns(phi: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     Ok(sums.finish()?.gram)
 }
 
-/// Rows per block of [`gram_of_columns`] (fixed, so the same bits at any thread count).
+/// Rows per block when the Gram matrix `Phi^T Phi` of a feature matrix in memory is summed
+/// (fixed, so the same bits at any thread count).
 pub const GRAM_BLOCK_ROWS: usize = 4096;
 
 /// Eigenvalues, projected targets and trace of a Gram matrix; see the module docs.

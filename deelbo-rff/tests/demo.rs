@@ -95,17 +95,14 @@ fn plain_elbo_underfits_and_data_emphasis_fixes_it() {
 fn kappa_equal_to_r_is_overconfident() {
     let r = report();
     let k_r = r.sweep(1024.0).unwrap();
-    let dn = get(r, "de-elbo");
-    let half = get(r, "de-elbo-half");
     assert_eq!(k_r.summary.kappa, Some(1024.0));
-    let _ = (dn, half);
     // Theory (kappa = R > D/N: J unbounded as the noise shrinks): the noise ends at the floor.
     // Measured: 7e-5 = the floor.
+    let floor = noise_floor();
     assert!(
-        at_bound(k_r.summary.noise_std, noise_floor()),
-        "kappa = R noise {} vs the floor {}",
-        k_r.summary.noise_std,
-        noise_floor()
+        at_bound(k_r.summary.noise_std, floor),
+        "kappa = R noise {} vs the floor {floor}",
+        k_r.summary.noise_std
     );
     // Overconfident: a predictive noise 1000x below the true one costs ~ (0.1/s)^2/2 nats per
     // point, far above the oracle's -1.38. Measured test NLL 5.0e7.
@@ -157,11 +154,11 @@ fn evidence_agrees_with_the_exact_gp_and_laplace_overfits() {
     assert!((ev.test_rmse - gp.test_rmse).abs() < 0.05);
     // LA-LML's Occam term vanishes as the fit interpolates (docs/DESIGN.md §4): it runs to the
     // noise search's floor (measured 6.65e-5).
+    let floor = noise_floor();
     assert!(
-        at_bound(la.summary.noise_std, noise_floor()),
-        "LA-LML noise {} vs the floor {}",
-        la.summary.noise_std,
-        noise_floor()
+        at_bound(la.summary.noise_std, floor),
+        "LA-LML noise {} vs the floor {floor}",
+        la.summary.noise_std
     );
     assert!(la.test_nll > ev.test_nll + 1.0);
     // MAP + grid search with its validation split: a fit within a quarter of the function's

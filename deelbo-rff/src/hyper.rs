@@ -30,7 +30,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use crate::error::{Result, RffError};
 use crate::evidence::LN_2PI;
 use crate::features::{Lengthscale, RffFeatures};
-use crate::linalg::{cholesky, inverse_from_cholesky, matmul, solve_lower_in_place};
+use crate::linalg::{cholesky, inverse_from_cholesky, matmul_parallel, solve_lower_in_place};
 
 /// The family of the variational posterior `q(w)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -184,8 +184,13 @@ impl<'a> HyperProblem<'a> {
                     let tr_ci: f64 = ci.diag().sum();
                     trace_s = tau * rf - tau * (nf - s2 * tr_ci);
                     // With K C^-1 = (I - s_n^2 C^-1)/tau: Phi S = tau s_n^2 C^-1 Phi.
-                    let ci_phi = matmul(ci.view(), false, phi.view(), false)?;
-                    phi_s = Some(ci_phi * (tau * s2));
+                    phi_s = Some(matmul_parallel(
+                        tau * s2,
+                        ci.view(),
+                        false,
+                        phi.view(),
+                        false,
+                    )?);
                 }
             }
         } else {
@@ -210,7 +215,7 @@ impl<'a> HyperProblem<'a> {
                 if gradient {
                     let s = inverse_from_cholesky(&ch.lower)?;
                     trace_s = s.diag().sum();
-                    phi_s = Some(matmul(phi.view(), false, s.view(), false)?);
+                    phi_s = Some(matmul_parallel(1.0, phi.view(), false, s.view(), false)?);
                 }
             }
         }

@@ -337,7 +337,13 @@ impl GramAccumulator {
     }
 }
 
-/// `A A^T` (`n x n`) for `A` (`n x k`), by `dsyrk`.
+/// Output rows per block of the parallel products ([`gram_rows`], [`matmul_parallel`]).
+pub const PRODUCT_ROWS: usize = 64;
+
+/// `A A^T` (`n x n`) for `A` (`n x k`): the upper triangle in blocks of [`PRODUCT_ROWS`] rows,
+/// block `[a, b)` by one single-threaded `dgemm` `C[a..b, a..n] = A[a..b] A[a..n]^T` on the
+/// crate's threads (the blocks are fixed by `n`, so the bits do not depend on the thread
+/// count), then mirrored.
 ///
 /// # Formula
 /// `K_ij = sum_r A_ir A_jr`.
@@ -350,24 +356,119 @@ pub fn gram_rows(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     }
     let data = contiguous(&a);
     let (ni, ki) = (dim("rows", n)?, dim("columns", k)?);
-    // SAFETY: `data` holds n x k row-major values (lda = k), `c` is n x n row-major (ldc = n).
-    unsafe {
-        cblas_sys::cblas_dsyrk(
-            CBLAS_LAYOUT::CblasRowMajor,
-            CBLAS_UPLO::CblasUpper,
-            CBLAS_TRANSPOSE::CblasNoTrans,
-            ni,
-            ki,
-            1.0,
-            data.as_ptr(),
-            ki,
-            0.0,
-            c.as_mut_ptr(),
-            ni,
-        );
-    }
+    let out = c.as_slice_mut().ok_or_else(|| RffError::Linalg {
+        name: "Gram matrix".to_string(),
+        reason: "output is not contiguous".to_string(),
+    })?;
+    crate::parallel::for_each_chunk(out, PRODUCT_ROWS * n, |i, chunk| {
+        let start = i * PRODUCT_ROWS;
+        let rows = chunk.len() / n;
+        let (mi, ci) = (dim("rows", rows)?, dim("columns", n - start)?);
+        // SAFETY: `data` is n x k row-major (lda = k); rows `start..start + rows` and
+        // `start..n` of it exist. `chunk` is rows `start..start + rows` of the n x n output
+        // (ldc = n), and columns `start..n` of those rows lie inside it.
+        unsafe {
+            cblas_sys::cblas_dgemm(
+                CBLAS_LAYOUT::CblasRowMajor,
+                CBLAS_TRANSPOSE::CblasNoTrans,
+                CBLAS_TRANSPOSE::CblasTrans,
+                mi,
+                ci,
+                ki,
+                1.0,
+                data[start * k..].as_ptr(),
+                ki,
+                data[start * k..].as_ptr(),
+                ki,
+                0.0,
+                chunk[start..].as_mut_ptr(),
+                ni,
+            );
+        }
+        Ok(())
+    })?;
     mirror_upper(&mut c);
     Ok(c)
+}
+
+/// `alpha op(A) op(B)` in blocks of [`PRODUCT_ROWS`] output rows, each by one single-threaded
+/// `dgemm` on the crate's threads: the blocks are fixed by the shapes, so the bits do not depend
+/// on the thread count. (Not for use inside another parallel pass: [`matmul`] is the serial
+/// product.)
+///
+/// # Formula
+/// `C_ij = alpha sum_l op(A)_il op(B)_lj`.
+pub fn matmul_parallel(
+    alpha: f64,
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+) -> Result<Array2<f64>> {
+    blas_single_threaded();
+    let (ar, ac) = a.dim();
+    let (br, bc) = b.dim();
+    let (m, ka) = if transpose_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if transpose_b { (bc, br) } else { (br, bc) };
+    if ka != kb {
+        return Err(RffError::Shape {
+            name: "inner dimensions of a matrix product".to_string(),
+            expected: ka,
+            found: kb,
+        });
+    }
+    let mut c = Array2::<f64>::zeros((m, n));
+    if m == 0 || n == 0 || ka == 0 {
+        return Ok(c);
+    }
+    let (da, db) = (contiguous(&a), contiguous(&b));
+    let (ni, ki, lda, ldb) = (
+        dim("columns", n)?,
+        dim("inner", ka)?,
+        dim("lda", ac)?,
+        dim("ldb", bc)?,
+    );
+    let out = c.as_slice_mut().ok_or_else(|| RffError::Linalg {
+        name: "matrix product".to_string(),
+        reason: "output is not contiguous".to_string(),
+    })?;
+    crate::parallel::for_each_chunk(out, PRODUCT_ROWS * n, |i, chunk| {
+        let start = i * PRODUCT_ROWS;
+        let rows = dim("rows", chunk.len() / n)?;
+        // Rows `start..` of op(A): rows of A, or columns of A when transposed.
+        let a_offset = if transpose_a { start } else { start * ac };
+        // SAFETY: row-major buffers of the stated shapes (lda/ldb their stored column counts);
+        // the offset addresses rows (columns) `start..start + rows` of op(A) inside `da`;
+        // `chunk` holds those rows of the m x n output (ldc = n).
+        unsafe {
+            cblas_sys::cblas_dgemm(
+                CBLAS_LAYOUT::CblasRowMajor,
+                transpose_flag(transpose_a),
+                transpose_flag(transpose_b),
+                rows,
+                ni,
+                ki,
+                alpha,
+                da[a_offset..].as_ptr(),
+                lda,
+                db.as_ptr(),
+                ldb,
+                0.0,
+                chunk.as_mut_ptr(),
+                ni,
+            );
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn transpose_flag(t: bool) -> CBLAS_TRANSPOSE {
+    if t {
+        CBLAS_TRANSPOSE::CblasTrans
+    } else {
+        CBLAS_TRANSPOSE::CblasNoTrans
+    }
 }
 
 /// `op(A) op(B)` by `dgemm`, `op(X) = X^T` when the flag is set.
@@ -397,19 +498,12 @@ pub fn matmul(
         return Ok(c);
     }
     let (da, db) = (contiguous(&a), contiguous(&b));
-    let t = |f: bool| {
-        if f {
-            CBLAS_TRANSPOSE::CblasTrans
-        } else {
-            CBLAS_TRANSPOSE::CblasNoTrans
-        }
-    };
     // SAFETY: row-major buffers of the stated shapes; lda/ldb are the stored column counts.
     unsafe {
         cblas_sys::cblas_dgemm(
             CBLAS_LAYOUT::CblasRowMajor,
-            t(transpose_a),
-            t(transpose_b),
+            transpose_flag(transpose_a),
+            transpose_flag(transpose_b),
             dim("rows", m)?,
             dim("columns", n)?,
             dim("inner", ka)?,
@@ -511,6 +605,184 @@ pub fn eigh(name: &str, a: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
         reason: e.to_string(),
     })?;
     Ok((w, et.reversed_axes().as_standard_layout().into_owned()))
+}
+
+/// Eigenvalues (ascending) of a symmetric `a` (`n x n`) and the projections `E^T v` of a vector
+/// on its eigenvectors, without forming `E`: `dsytrd` reduces `a = Q T Q^T`, `dormtr` applies
+/// `Q^T` to `v` alone, and `dstevd` (the divide and conquer of [`eigh`]'s `dsyevd`) gives
+/// `T = Z diag(lambda) Z^T`; then `E^T v = Z^T (Q^T v)`. This skips `dsyevd`'s back-transform
+/// `E = Q Z` (`2 n^3` flops), about half of its cost. The eigenvalues are those of [`eigh`].
+///
+/// # Formula
+/// `a = E diag(lambda) E^T`, returns `(lambda, E^T v)`.
+pub fn eigh_projected(name: &str, a: &Array2<f64>, v: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+    blas_single_threaded();
+    let n = a.nrows();
+    if a.ncols() != n || v.len() != n {
+        return Err(RffError::Shape {
+            name: format!("{name} (square, one projected entry per row)"),
+            expected: n,
+            found: if a.ncols() != n { a.ncols() } else { v.len() },
+        });
+    }
+    if let Some(x) = a.iter().chain(v).find(|x| !x.is_finite()) {
+        return Err(RffError::Linalg {
+            name: name.to_string(),
+            reason: format!("holds the non-finite value {x} (inputs too large?)"),
+        });
+    }
+    if n == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let fail = |routine: &str, info: c_int| RffError::Linalg {
+        name: name.to_string(),
+        reason: format!("{routine} failed (info {info})"),
+    };
+    let mut buf: Vec<f64> = a.iter().copied().collect();
+    let ni = dim(name, n)?;
+    let one: c_int = 1;
+    let query: c_int = -1;
+    let uplo = b'L' as c_char;
+    let mut d = vec![0.0f64; n];
+    let mut e = vec![0.0f64; n.saturating_sub(1).max(1)];
+    let mut tau = vec![0.0f64; n.saturating_sub(1).max(1)];
+    let mut info: c_int = 0;
+    let mut wq = 0.0f64;
+    // SAFETY: workspace query on an n x n buffer with d (n), e and tau (n - 1).
+    unsafe {
+        lapack_sys::dsytrd_(
+            &uplo,
+            &ni,
+            buf.as_mut_ptr(),
+            &ni,
+            d.as_mut_ptr(),
+            e.as_mut_ptr(),
+            tau.as_mut_ptr(),
+            &mut wq,
+            &query,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dsytrd workspace query", info));
+    }
+    let mut work = vec![0.0f64; (wq as usize).max(1)];
+    let lw = dim(name, work.len())?;
+    // SAFETY: buffers sized as LAPACK asked.
+    unsafe {
+        lapack_sys::dsytrd_(
+            &uplo,
+            &ni,
+            buf.as_mut_ptr(),
+            &ni,
+            d.as_mut_ptr(),
+            e.as_mut_ptr(),
+            tau.as_mut_ptr(),
+            work.as_mut_ptr(),
+            &lw,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dsytrd", info));
+    }
+    // Q^T v: the reflectors stored below the diagonal of `buf` (column-major 'L').
+    let mut qv = v.to_vec();
+    let (side, trans) = (b'L' as c_char, b'T' as c_char);
+    // SAFETY: workspace query; `qv` is n x 1 (ldc = n).
+    unsafe {
+        lapack_sys::dormtr_(
+            &side,
+            &uplo,
+            &trans,
+            &ni,
+            &one,
+            buf.as_ptr(),
+            &ni,
+            tau.as_ptr(),
+            qv.as_mut_ptr(),
+            &ni,
+            &mut wq,
+            &query,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dormtr workspace query", info));
+    }
+    let mut work = vec![0.0f64; (wq as usize).max(1)];
+    let lw = dim(name, work.len())?;
+    // SAFETY: buffers sized as LAPACK asked.
+    unsafe {
+        lapack_sys::dormtr_(
+            &side,
+            &uplo,
+            &trans,
+            &ni,
+            &one,
+            buf.as_ptr(),
+            &ni,
+            tau.as_ptr(),
+            qv.as_mut_ptr(),
+            &ni,
+            work.as_mut_ptr(),
+            &lw,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dormtr", info));
+    }
+    // T = Z diag(lambda) Z^T; `z` is column-major n x n (column i: eigenvector i).
+    let jobz = b'V' as c_char;
+    let mut z = vec![0.0f64; n * n];
+    let mut iwq: c_int = 0;
+    // SAFETY: workspace query with d (n), e (n - 1), z (n x n, ldz = n).
+    unsafe {
+        lapack_sys::dstevd_(
+            &jobz,
+            &ni,
+            d.as_mut_ptr(),
+            e.as_mut_ptr(),
+            z.as_mut_ptr(),
+            &ni,
+            &mut wq,
+            &query,
+            &mut iwq,
+            &query,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dstevd workspace query", info));
+    }
+    let mut work = vec![0.0f64; (wq as usize).max(1)];
+    let mut iwork = vec![0 as c_int; (iwq as usize).max(1)];
+    let (lw, liw) = (dim(name, work.len())?, dim(name, iwork.len())?);
+    // SAFETY: buffers sized as LAPACK asked.
+    unsafe {
+        lapack_sys::dstevd_(
+            &jobz,
+            &ni,
+            d.as_mut_ptr(),
+            e.as_mut_ptr(),
+            z.as_mut_ptr(),
+            &ni,
+            work.as_mut_ptr(),
+            &lw,
+            iwork.as_mut_ptr(),
+            &liw,
+            &mut info,
+        );
+    }
+    if info != 0 {
+        return Err(fail("dstevd (did not converge)", info));
+    }
+    let projections = z
+        .chunks_exact(n)
+        .map(|col| col.iter().zip(&qv).map(|(a, b)| a * b).sum())
+        .collect();
+    Ok((d, projections))
 }
 
 /// A lower Cholesky factor and the jitter that was added to the diagonal to get it.
@@ -648,14 +920,46 @@ pub fn solve_lower_in_place(l: &Array2<f64>, b: &mut Array2<f64>, transpose: boo
     Ok(())
 }
 
-/// `A^-1` from the Cholesky factor of `A` (`L^-T L^-1`), symmetric.
+/// `A^-1` from the lower Cholesky factor `L` of `A`, by `dpotri` (`L^-1` by `dtrtri`, then the
+/// product `L^-T L^-1`, about `2n^3/3` flops), mirrored to a full symmetric matrix.
 ///
 /// # Formula
 /// `A^-1 = L^-T L^-1`.
 pub fn inverse_from_cholesky(l: &Array2<f64>) -> Result<Array2<f64>> {
+    blas_single_threaded();
     let n = l.nrows();
-    let mut x = Array2::<f64>::eye(n);
-    solve_lower_in_place(l, &mut x, false)?;
-    solve_lower_in_place(l, &mut x, true)?;
+    if l.ncols() != n {
+        return Err(RffError::Shape {
+            name: "Cholesky factor (square)".to_string(),
+            expected: n,
+            found: l.ncols(),
+        });
+    }
+    if n == 0 {
+        return Ok(Array2::zeros((0, 0)));
+    }
+    let mut buf: Vec<f64> = l.iter().copied().collect();
+    let ni = dim("Cholesky factor", n)?;
+    // Row-major lower L is column-major upper U = L^T, with A = U^T U.
+    let uplo = b'U' as c_char;
+    let mut info: c_int = 0;
+    // SAFETY: an n x n buffer, lda = n.
+    unsafe { lapack_sys::dpotri_(&uplo, &ni, buf.as_mut_ptr(), &ni, &mut info) };
+    if info != 0 {
+        return Err(RffError::Linalg {
+            name: "inverse from a Cholesky factor".to_string(),
+            reason: format!("dpotri failed (info {info}: a zero diagonal element of the factor)"),
+        });
+    }
+    let mut x = Array2::from_shape_vec((n, n), buf).map_err(|e| RffError::Linalg {
+        name: "inverse from a Cholesky factor".to_string(),
+        reason: e.to_string(),
+    })?;
+    // The column-major upper triangle is the row-major lower one: mirror it upward.
+    for i in 0..n {
+        for j in 0..i {
+            x[[j, i]] = x[[i, j]];
+        }
+    }
     Ok(x)
 }

@@ -76,3 +76,29 @@ pub fn row_blocks(n: usize, block: usize) -> Vec<(usize, usize)> {
         .map(|i| (i * block, ((i + 1) * block).min(n)))
         .collect()
 }
+
+/// `f(i, chunk_i)` for the consecutive chunks of `chunk_len` elements of `out` (the last one may
+/// be shorter), on up to [`threads`] threads. Each chunk is written by exactly one call whose
+/// inputs do not depend on the thread count, so neither does the result. The first error (in
+/// chunk order) is returned.
+pub fn for_each_chunk<F>(out: &mut [f64], chunk_len: usize, f: F) -> Result<()>
+where
+    F: Fn(usize, &mut [f64]) -> Result<()> + Sync,
+{
+    let chunks: Vec<std::sync::Mutex<&mut [f64]>> = out
+        .chunks_mut(chunk_len.max(1))
+        .map(std::sync::Mutex::new)
+        .collect();
+    let results = map_blocks(chunks.len(), |i| {
+        // Each index is claimed by one worker only, so the lock is never contended.
+        let mut chunk = chunks[i]
+            .lock()
+            .map_err(|_| crate::error::RffError::Linalg {
+                name: "a parallel block".to_string(),
+                reason: "a worker thread panicked".to_string(),
+            })?;
+        f(i, &mut chunk)
+    })?;
+    debug_assert_eq!(results.len(), chunks.len());
+    Ok(())
+}

@@ -33,6 +33,9 @@ pub enum Basis {
     Features(Array2<f64>),
     /// A kernel matrix `K` (`N x N`); `E` is `N x N`.
     Kernel(Array2<f64>),
+    /// Not kept ([`Spectrum::values_of_features`], for a search): every `O(k)` objective is
+    /// defined, the weights, fitted values and posterior factor are not.
+    Discarded,
 }
 
 /// Relative threshold below which an eigenvalue counts as zero.
@@ -78,6 +81,26 @@ pub struct Spectrum {
     pub basis: Basis,
 }
 
+fn discarded() -> RffError {
+    RffError::InvalidConfig {
+        name: "spectrum".to_string(),
+        reason: "its eigenvectors were not kept (Spectrum::values_of_features): use \
+                 Spectrum::of_features for weights, fitted values or a posterior"
+            .to_string(),
+    }
+}
+
+fn eigh_projected_of(what: &str, gram: &Array2<f64>, v: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (values, projected) = crate::linalg::eigh_projected(what, gram, v)?;
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(RffError::Linalg {
+            name: what.to_string(),
+            reason: format!("non-finite eigenvalue {bad}"),
+        });
+    }
+    Ok((values.iter().map(|&v| v.max(0.0)).collect(), projected))
+}
+
 fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     let (values, vectors) = crate::linalg::eigh(what, gram)?;
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
@@ -93,6 +116,22 @@ impl Spectrum {
     /// Decompose the features `phi` (`N x R`) with targets `y` (`N`), using the `N x N` Gram
     /// matrix when `N <= R` and the `R x R` one otherwise.
     pub fn of_features(phi: ArrayView2<'_, f64>, y: ArrayView1<'_, f64>) -> Result<Self> {
+        Self::decompose_features(phi, y, true)
+    }
+
+    /// [`Spectrum::of_features`] without the eigenvectors (basis [`Basis::Discarded`]): the
+    /// same eigenvalues, the projections `E^T y` (or `E^T Phi^T y`) from
+    /// [`crate::linalg::eigh_projected`] at about half the cost. What a search over the
+    /// lengthscale needs: every evidence and ELBO value at a fixed lengthscale.
+    pub fn values_of_features(phi: ArrayView2<'_, f64>, y: ArrayView1<'_, f64>) -> Result<Self> {
+        Self::decompose_features(phi, y, false)
+    }
+
+    fn decompose_features(
+        phi: ArrayView2<'_, f64>,
+        y: ArrayView1<'_, f64>,
+        keep_vectors: bool,
+    ) -> Result<Self> {
         let (n, r) = phi.dim();
         if y.len() != n {
             return Err(RffError::Shape {
@@ -104,45 +143,45 @@ impl Spectrum {
         let trace = deelbo_core::deterministic_sum(phi.iter().map(|v| v * v));
         let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
         if n <= r {
+            let what = "the N x N Gram matrix Phi Phi^T";
             let gram = crate::linalg::gram_rows(phi)?;
-            let (eigenvalues, e) = eigh_of("the N x N Gram matrix Phi Phi^T", &gram)?;
-            Ok(Self::in_example_basis(
-                eigenvalues,
-                e,
-                y,
-                yy,
-                trace,
-                r,
-                Basis::Examples,
-            ))
+            if keep_vectors {
+                let (eigenvalues, e) = eigh_of(what, &gram)?;
+                let projected = e.t().dot(&y).to_vec();
+                Ok(Self::in_example_basis(
+                    eigenvalues,
+                    projected,
+                    yy,
+                    trace,
+                    r,
+                    Basis::Examples(e),
+                ))
+            } else {
+                let yv = y.to_vec();
+                let (eigenvalues, projected) = eigh_projected_of(what, &gram, &yv)?;
+                Ok(Self::in_example_basis(
+                    eigenvalues,
+                    projected,
+                    yy,
+                    trace,
+                    r,
+                    Basis::Discarded,
+                ))
+            }
         } else {
+            let what = "the R x R Gram matrix Phi^T Phi";
             let gram = gram_of_columns(phi)?;
-            let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
-            let c: Array1<f64> = e.t().dot(&phi.t().dot(&y));
-            let floor =
-                RELATIVE_EIGENVALUE_FLOOR * eigenvalues.iter().copied().fold(0.0f64, f64::max);
-            let projected: Vec<f64> = c
-                .iter()
-                .zip(&eigenvalues)
-                .map(|(c, &l)| {
-                    if l > floor && l > 0.0 {
-                        c / l.sqrt()
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
-            Ok(Self {
-                eigenvalues,
-                projected_targets: projected,
-                cross_targets: c.to_vec(),
-                orthogonal_energy: (yy - energy).max(0.0),
-                trace,
-                examples: n,
-                features: r,
-                basis: Basis::Features(e),
-            })
+            let cross = phi.t().dot(&y);
+            let (eigenvalues, c, basis) = if keep_vectors {
+                let (eigenvalues, e) = eigh_of(what, &gram)?;
+                let c = e.t().dot(&cross).to_vec();
+                (eigenvalues, c, Basis::Features(e))
+            } else {
+                let cv = cross.to_vec();
+                let (eigenvalues, c) = eigh_projected_of(what, &gram, &cv)?;
+                (eigenvalues, c, Basis::Discarded)
+            };
+            Ok(Self::in_feature_basis(eigenvalues, c, yy, trace, n, basis))
         }
     }
 
@@ -164,7 +203,28 @@ impl Spectrum {
             });
         }
         let (eigenvalues, e) = eigh_of("the R x R Gram matrix Phi^T Phi", &gram)?;
-        let c: Array1<f64> = e.t().dot(&cross);
+        let c = e.t().dot(&cross).to_vec();
+        Ok(Self::in_feature_basis(
+            eigenvalues,
+            c,
+            yy,
+            trace,
+            examples,
+            Basis::Features(e),
+        ))
+    }
+
+    /// A spectrum in the feature basis (`V = E`) from `c~ = E^T Phi^T y`: `y~_i = c~_i/s_i` for
+    /// `lambda_i > 1e-12 lambda_max` (else 0), `y_perp^2 = ||y||^2 - ||y~||^2`.
+    fn in_feature_basis(
+        eigenvalues: Vec<f64>,
+        c: Vec<f64>,
+        yy: f64,
+        trace: f64,
+        examples: usize,
+        basis: Basis,
+    ) -> Self {
+        let r = eigenvalues.len();
         let floor = RELATIVE_EIGENVALUE_FLOOR * eigenvalues.iter().copied().fold(0.0f64, f64::max);
         let projected: Vec<f64> = c
             .iter()
@@ -178,16 +238,16 @@ impl Spectrum {
             })
             .collect();
         let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
-        Ok(Self {
+        Self {
             eigenvalues,
             projected_targets: projected,
-            cross_targets: c.to_vec(),
+            cross_targets: c,
             orthogonal_energy: (yy - energy).max(0.0),
             trace,
             examples,
             features: r,
-            basis: Basis::Features(e),
-        })
+            basis,
+        }
     }
 
     /// Decompose a symmetric positive semi-definite kernel matrix `k` (`N x N`) with targets `y`.
@@ -203,14 +263,14 @@ impl Spectrum {
         let trace = k.diag().sum();
         let (eigenvalues, e) = eigh_of("the kernel matrix", &k.to_owned())?;
         let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
+        let projected = e.t().dot(&y).to_vec();
         Ok(Self::in_example_basis(
             eigenvalues,
-            e,
-            y,
+            projected,
             yy,
             trace,
             n,
-            Basis::Kernel,
+            Basis::Kernel(e),
         ))
     }
 
@@ -218,14 +278,12 @@ impl Spectrum {
     /// `c~_i = s_i y~_i`, `y_perp^2 = ||y||^2 - ||y~||^2` (rounding only).
     fn in_example_basis(
         eigenvalues: Vec<f64>,
-        e: Array2<f64>,
-        y: ArrayView1<'_, f64>,
+        projected: Vec<f64>,
         yy: f64,
         trace: f64,
         features: usize,
-        basis: fn(Array2<f64>) -> Basis,
+        basis: Basis,
     ) -> Self {
-        let projected: Array1<f64> = e.t().dot(&y);
         let energy = deelbo_core::deterministic_sum(projected.iter().map(|v| v * v));
         let cross = projected
             .iter()
@@ -233,14 +291,14 @@ impl Spectrum {
             .map(|(y, l)| y * l.sqrt())
             .collect();
         Self {
-            examples: y.len(),
+            examples: projected.len(),
             eigenvalues,
-            projected_targets: projected.to_vec(),
+            projected_targets: projected,
             cross_targets: cross,
             orthogonal_energy: (yy - energy).max(0.0),
             trace,
             features,
-            basis: basis(e),
+            basis,
         }
     }
 
@@ -320,6 +378,7 @@ impl Spectrum {
                 name: "spectrum".to_string(),
                 reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
+            Basis::Discarded => Err(discarded()),
         }
     }
 
@@ -345,6 +404,7 @@ impl Spectrum {
                 name: "spectrum".to_string(),
                 reason: "a kernel spectrum has no feature-space basis".to_string(),
             }),
+            Basis::Discarded => Err(discarded()),
         }
     }
 
@@ -389,6 +449,7 @@ impl Spectrum {
                 name: "spectrum".to_string(),
                 reason: "a kernel spectrum has no weights".to_string(),
             }),
+            Basis::Discarded => Err(discarded()),
         }
     }
 
@@ -408,6 +469,7 @@ impl Spectrum {
                 name: "spectrum".to_string(),
                 reason: "a kernel spectrum has no fitted values".to_string(),
             }),
+            Basis::Discarded => Err(discarded()),
         }
     }
 }

@@ -64,6 +64,14 @@ fn evidence_matches_a_direct_dense_computation_in_both_forms() {
                 (spectral - reference).abs() < 1e-7 * (1.0 + reference.abs()),
                 "spectral N={n} R={r}: {spectral} vs {reference}"
             );
+            // The search's spectrum without eigenvectors gives the same evidence.
+            let values = Spectrum::values_of_features(phi.view(), y.view()).unwrap();
+            let from_values = spectral_log_evidence(&values, tau, s2);
+            assert!(
+                (from_values - reference).abs() < 1e-7 * (1.0 + reference.abs()),
+                "values-only spectrum N={n} R={r}: {from_values} vs {reference}"
+            );
+            assert!(values.weights(phi.view(), &values.cross_targets).is_err());
         }
     }
 }

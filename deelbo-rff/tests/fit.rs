@@ -260,3 +260,22 @@ fn the_same_seed_gives_the_same_bits_at_any_thread_count() {
     assert_eq!(models[0], models[1]);
     assert_eq!(models[0], models[2]);
 }
+
+#[test]
+fn the_same_seed_gives_the_same_bits_at_any_thread_count_with_fewer_rows_than_features() {
+    // N <= R: the N x N Gram matrix and the ARD gradient's products run in parallel row blocks.
+    let data = sine(150, 3, 9);
+    let cfg = RffConfig::new(Method::Evidence)
+        .with_features(256)
+        .with_ard(true)
+        .with_lengthscale_search(coarse());
+    let mut models = Vec::new();
+    for threads in ["1", "2", "3"] {
+        // SAFETY: the variable only selects a thread count (see above).
+        unsafe { std::env::set_var("DEELBO_THREADS", threads) };
+        models.push(fit(&data, &cfg).unwrap().model);
+    }
+    unsafe { std::env::remove_var("DEELBO_THREADS") };
+    assert_eq!(models[0], models[1]);
+    assert_eq!(models[0], models[2]);
+}

@@ -30,7 +30,7 @@ pub(crate) fn fit(
         let phi = prep
             .features
             .matrix(prep.x.view(), &Lengthscale::Isotropic(t.exp() * sqrt_d))?;
-        let spectrum = Spectrum::of_features(phi.view(), prep.y.view())?;
+        let spectrum = Spectrum::values_of_features(phi.view(), prep.y.view())?;
         let opt = maximize_evidence(&spectrum, &config.noise)?;
         Ok((opt.log_evidence, ()))
     })?;

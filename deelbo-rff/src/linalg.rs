@@ -406,17 +406,8 @@ pub fn matmul_parallel(
     transpose_b: bool,
 ) -> Result<Array2<f64>> {
     blas_single_threaded();
-    let (ar, ac) = a.dim();
-    let (br, bc) = b.dim();
-    let (m, ka) = if transpose_a { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if transpose_b { (bc, br) } else { (br, bc) };
-    if ka != kb {
-        return Err(RffError::Shape {
-            name: "inner dimensions of a matrix product".to_string(),
-            expected: ka,
-            found: kb,
-        });
-    }
+    let (m, ka, n) = product_shape(a, transpose_a, b, transpose_b)?;
+    let (ac, bc) = (a.ncols(), b.ncols());
     let mut c = Array2::<f64>::zeros((m, n));
     if m == 0 || n == 0 || ka == 0 {
         return Ok(c);
@@ -463,6 +454,33 @@ pub fn matmul_parallel(
     Ok(c)
 }
 
+/// `(m, k, n)` of `op(A) op(B)`, or a shape error when the inner dimensions differ.
+fn product_shape(
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+) -> Result<(usize, usize, usize)> {
+    let (m, ka) = if transpose_a {
+        (a.ncols(), a.nrows())
+    } else {
+        a.dim()
+    };
+    let (kb, n) = if transpose_b {
+        (b.ncols(), b.nrows())
+    } else {
+        b.dim()
+    };
+    if ka != kb {
+        return Err(RffError::Shape {
+            name: "inner dimensions of a matrix product".to_string(),
+            expected: ka,
+            found: kb,
+        });
+    }
+    Ok((m, ka, n))
+}
+
 fn transpose_flag(t: bool) -> CBLAS_TRANSPOSE {
     if t {
         CBLAS_TRANSPOSE::CblasTrans
@@ -482,17 +500,8 @@ pub fn matmul(
     transpose_b: bool,
 ) -> Result<Array2<f64>> {
     blas_single_threaded();
-    let (ar, ac) = a.dim();
-    let (br, bc) = b.dim();
-    let (m, ka) = if transpose_a { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if transpose_b { (bc, br) } else { (br, bc) };
-    if ka != kb {
-        return Err(RffError::Shape {
-            name: "inner dimensions of a matrix product".to_string(),
-            expected: ka,
-            found: kb,
-        });
-    }
+    let (m, ka, n) = product_shape(a, transpose_a, b, transpose_b)?;
+    let (ac, bc) = (a.ncols(), b.ncols());
     let mut c = Array2::<f64>::zeros((m, n));
     if m == 0 || n == 0 || ka == 0 {
         return Ok(c);

@@ -241,20 +241,14 @@ fn large_data_fits_stream_in_blocks_and_match_the_in_memory_fit() {
     ));
 }
 
-#[test]
-fn the_same_seed_gives_the_same_bits_at_any_thread_count() {
-    // Row blocks are fixed and summed in block order; BLAS runs single-threaded. (Other tests
-    // may run while the variable is changed: by this very property, that cannot affect them.)
-    let data = sine(1100, 3, 8);
-    let cfg = RffConfig::new(Method::Evidence)
-        .with_features(96)
-        .with_ard(true)
-        .with_lengthscale_search(coarse());
+/// The fitted models at 1, 2 and 5 threads are identical. (Other tests may run while the
+/// variable is changed: by this very property, that cannot affect them.)
+fn assert_thread_count_invariant(data: &Dataset, cfg: &RffConfig) {
     let mut models = Vec::new();
     for threads in ["1", "2", "5"] {
         // SAFETY: the variable only selects a thread count (see above).
         unsafe { std::env::set_var("DEELBO_THREADS", threads) };
-        models.push(fit(&data, &cfg).unwrap().model);
+        models.push(fit(data, cfg).unwrap().model);
     }
     unsafe { std::env::remove_var("DEELBO_THREADS") };
     assert_eq!(models[0], models[1]);
@@ -262,20 +256,21 @@ fn the_same_seed_gives_the_same_bits_at_any_thread_count() {
 }
 
 #[test]
+fn the_same_seed_gives_the_same_bits_at_any_thread_count() {
+    // Row blocks are fixed and summed in block order; BLAS runs single-threaded.
+    let cfg = RffConfig::new(Method::Evidence)
+        .with_features(96)
+        .with_ard(true)
+        .with_lengthscale_search(coarse());
+    assert_thread_count_invariant(&sine(1100, 3, 8), &cfg);
+}
+
+#[test]
 fn the_same_seed_gives_the_same_bits_at_any_thread_count_with_fewer_rows_than_features() {
     // N <= R: the N x N Gram matrix and the ARD gradient's products run in parallel row blocks.
-    let data = sine(150, 3, 9);
     let cfg = RffConfig::new(Method::Evidence)
         .with_features(256)
         .with_ard(true)
         .with_lengthscale_search(coarse());
-    let mut models = Vec::new();
-    for threads in ["1", "2", "3"] {
-        // SAFETY: the variable only selects a thread count (see above).
-        unsafe { std::env::set_var("DEELBO_THREADS", threads) };
-        models.push(fit(&data, &cfg).unwrap().model);
-    }
-    unsafe { std::env::remove_var("DEELBO_THREADS") };
-    assert_eq!(models[0], models[1]);
-    assert_eq!(models[0], models[2]);
+    assert_thread_count_invariant(&sine(150, 3, 9), &cfg);
 }

@@ -52,10 +52,20 @@ fn contiguous<'a>(a: &ArrayView2<'a, f64>) -> std::borrow::Cow<'a, [f64]> {
 
 /// Mirror the upper triangle of a row-major square matrix into the lower one.
 fn mirror_upper(c: &mut Array2<f64>) {
+    mirror(c, true);
+}
+
+/// Make a row-major square matrix symmetric from one triangle: the upper one copied into the
+/// lower (`from_upper`) or the lower into the upper.
+fn mirror(c: &mut Array2<f64>, from_upper: bool) {
     let n = c.nrows();
     for i in 0..n {
         for j in 0..i {
-            c[[i, j]] = c[[j, i]];
+            if from_upper {
+                c[[i, j]] = c[[j, i]];
+            } else {
+                c[[j, i]] = c[[i, j]];
+            }
         }
     }
 }
@@ -405,6 +415,32 @@ pub fn matmul_parallel(
     b: ArrayView2<'_, f64>,
     transpose_b: bool,
 ) -> Result<Array2<f64>> {
+    product(alpha, a, transpose_a, b, transpose_b, PRODUCT_ROWS)
+}
+
+/// `op(A) op(B)` by one `dgemm`, `op(X) = X^T` when the flag is set.
+///
+/// # Formula
+/// `C_ij = sum_l op(A)_il op(B)_lj`.
+pub fn matmul(
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+) -> Result<Array2<f64>> {
+    product(1.0, a, transpose_a, b, transpose_b, usize::MAX)
+}
+
+/// `alpha op(A) op(B)`, one single-threaded `dgemm` per block of `block_rows` output rows, the
+/// blocks on the crate's threads (one block, on the calling thread, when `block_rows >= m`).
+fn product(
+    alpha: f64,
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+    block_rows: usize,
+) -> Result<Array2<f64>> {
     blas_single_threaded();
     let (m, ka, n) = product_shape(a, transpose_a, b, transpose_b)?;
     let (ac, bc) = (a.ncols(), b.ncols());
@@ -423,8 +459,8 @@ pub fn matmul_parallel(
         name: "matrix product".to_string(),
         reason: "output is not contiguous".to_string(),
     })?;
-    crate::parallel::for_each_chunk(out, PRODUCT_ROWS * n, |i, chunk| {
-        let start = i * PRODUCT_ROWS;
+    let block = |i: usize, chunk: &mut [f64]| {
+        let start = i * block_rows;
         let rows = dim("rows", chunk.len() / n)?;
         // Rows `start..` of op(A): rows of A, or columns of A when transposed.
         let a_offset = if transpose_a { start } else { start * ac };
@@ -450,7 +486,12 @@ pub fn matmul_parallel(
             );
         }
         Ok(())
-    })?;
+    };
+    if block_rows >= m {
+        block(0, out)?;
+    } else {
+        crate::parallel::for_each_chunk(out, block_rows * n, block)?;
+    }
     Ok(c)
 }
 
@@ -489,64 +530,11 @@ fn transpose_flag(t: bool) -> CBLAS_TRANSPOSE {
     }
 }
 
-/// `op(A) op(B)` by `dgemm`, `op(X) = X^T` when the flag is set.
-///
-/// # Formula
-/// `C_ij = sum_l op(A)_il op(B)_lj`.
-pub fn matmul(
-    a: ArrayView2<'_, f64>,
-    transpose_a: bool,
-    b: ArrayView2<'_, f64>,
-    transpose_b: bool,
-) -> Result<Array2<f64>> {
-    blas_single_threaded();
-    let (m, ka, n) = product_shape(a, transpose_a, b, transpose_b)?;
-    let (ac, bc) = (a.ncols(), b.ncols());
-    let mut c = Array2::<f64>::zeros((m, n));
-    if m == 0 || n == 0 || ka == 0 {
-        return Ok(c);
-    }
-    let (da, db) = (contiguous(&a), contiguous(&b));
-    // SAFETY: row-major buffers of the stated shapes; lda/ldb are the stored column counts.
-    unsafe {
-        cblas_sys::cblas_dgemm(
-            CBLAS_LAYOUT::CblasRowMajor,
-            transpose_flag(transpose_a),
-            transpose_flag(transpose_b),
-            dim("rows", m)?,
-            dim("columns", n)?,
-            dim("inner", ka)?,
-            1.0,
-            da.as_ptr(),
-            dim("lda", ac)?,
-            db.as_ptr(),
-            dim("ldb", bc)?,
-            0.0,
-            c.as_mut_ptr(),
-            dim("ldc", n)?,
-        );
-    }
-    Ok(c)
-}
-
 /// Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix by `dsyevd`
 /// (divide and conquer). Errors name the matrix; non-finite input is rejected before LAPACK.
 pub fn eigh(name: &str, a: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     blas_single_threaded();
-    let n = a.nrows();
-    if a.ncols() != n {
-        return Err(RffError::Shape {
-            name: format!("{name} (square)"),
-            expected: n,
-            found: a.ncols(),
-        });
-    }
-    if let Some(v) = a.iter().find(|v| !v.is_finite()) {
-        return Err(RffError::Linalg {
-            name: name.to_string(),
-            reason: format!("holds the non-finite value {v} (inputs too large?)"),
-        });
-    }
+    let n = checked_square(name, a)?;
     if n == 0 {
         return Ok((Vec::new(), Array2::zeros((0, 0))));
     }
@@ -556,59 +544,32 @@ pub fn eigh(name: &str, a: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     let ni = dim(name, n)?;
     let mut w = vec![0.0f64; n];
     let (jobz, uplo) = (b'V' as c_char, b'L' as c_char);
-    let mut info: c_int = 0;
-    let mut wq = 0.0f64;
-    let mut iwq: c_int = 0;
-    let query: c_int = -1;
-    // SAFETY: workspace query (lwork = liwork = -1) on an n x n buffer.
-    unsafe {
-        lapack_sys::dsyevd_(
-            &jobz,
-            &uplo,
-            &ni,
-            work_a.as_mut_ptr(),
-            &ni,
-            w.as_mut_ptr(),
-            &mut wq,
-            &query,
-            &mut iwq,
-            &query,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(RffError::Linalg {
-            name: name.to_string(),
-            reason: format!("dsyevd workspace query failed (info {info})"),
-        });
-    }
-    let lwork = (wq as usize).max(1);
-    let liwork = (iwq as usize).max(1);
-    let mut work = vec![0.0f64; lwork];
-    let mut iwork = vec![0 as c_int; liwork];
-    let (lw, liw) = (dim(name, lwork)?, dim(name, liwork)?);
-    // SAFETY: buffers sized as LAPACK asked.
-    unsafe {
-        lapack_sys::dsyevd_(
-            &jobz,
-            &uplo,
-            &ni,
-            work_a.as_mut_ptr(),
-            &ni,
-            w.as_mut_ptr(),
-            work.as_mut_ptr(),
-            &lw,
-            iwork.as_mut_ptr(),
-            &liw,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(RffError::Linalg {
-            name: name.to_string(),
-            reason: format!("dsyevd did not converge (info {info})"),
-        });
-    }
+    with_workspace(
+        name,
+        "dsyevd",
+        "did not converge",
+        |work, lw, iwork, liw| {
+            let mut info: c_int = 0;
+            // SAFETY: an n x n buffer and n eigenvalues; `work`/`iwork` hold at least `lw`/`liw`
+            // entries (one each for the query).
+            unsafe {
+                lapack_sys::dsyevd_(
+                    &jobz,
+                    &uplo,
+                    &ni,
+                    work_a.as_mut_ptr(),
+                    &ni,
+                    w.as_mut_ptr(),
+                    work.as_mut_ptr(),
+                    &lw,
+                    iwork.as_mut_ptr(),
+                    &liw,
+                    &mut info,
+                );
+            }
+            info
+        },
+    )?;
     let et = Array2::from_shape_vec((n, n), work_a).map_err(|e| RffError::Linalg {
         name: name.to_string(),
         reason: e.to_string(),
@@ -626,172 +587,161 @@ pub fn eigh(name: &str, a: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
 /// `a = E diag(lambda) E^T`, returns `(lambda, E^T v)`.
 pub fn eigh_projected(name: &str, a: &Array2<f64>, v: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
     blas_single_threaded();
-    let n = a.nrows();
-    if a.ncols() != n || v.len() != n {
+    let n = checked_square(name, a)?;
+    if v.len() != n {
         return Err(RffError::Shape {
-            name: format!("{name} (square, one projected entry per row)"),
+            name: format!("{name} (one projected entry per row)"),
             expected: n,
-            found: if a.ncols() != n { a.ncols() } else { v.len() },
+            found: v.len(),
         });
     }
-    if let Some(x) = a.iter().chain(v).find(|x| !x.is_finite()) {
+    if let Some(x) = v.iter().find(|x| !x.is_finite()) {
         return Err(RffError::Linalg {
             name: name.to_string(),
-            reason: format!("holds the non-finite value {x} (inputs too large?)"),
+            reason: format!("the projected vector holds the non-finite value {x}"),
         });
     }
     if n == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let fail = |routine: &str, info: c_int| RffError::Linalg {
-        name: name.to_string(),
-        reason: format!("{routine} failed (info {info})"),
-    };
     let mut buf: Vec<f64> = a.iter().copied().collect();
     let ni = dim(name, n)?;
     let one: c_int = 1;
-    let query: c_int = -1;
     let uplo = b'L' as c_char;
     let mut d = vec![0.0f64; n];
     let mut e = vec![0.0f64; n.saturating_sub(1).max(1)];
     let mut tau = vec![0.0f64; n.saturating_sub(1).max(1)];
-    let mut info: c_int = 0;
-    let mut wq = 0.0f64;
-    // SAFETY: workspace query on an n x n buffer with d (n), e and tau (n - 1).
-    unsafe {
-        lapack_sys::dsytrd_(
-            &uplo,
-            &ni,
-            buf.as_mut_ptr(),
-            &ni,
-            d.as_mut_ptr(),
-            e.as_mut_ptr(),
-            tau.as_mut_ptr(),
-            &mut wq,
-            &query,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dsytrd workspace query", info));
-    }
-    let mut work = vec![0.0f64; (wq as usize).max(1)];
-    let lw = dim(name, work.len())?;
-    // SAFETY: buffers sized as LAPACK asked.
-    unsafe {
-        lapack_sys::dsytrd_(
-            &uplo,
-            &ni,
-            buf.as_mut_ptr(),
-            &ni,
-            d.as_mut_ptr(),
-            e.as_mut_ptr(),
-            tau.as_mut_ptr(),
-            work.as_mut_ptr(),
-            &lw,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dsytrd", info));
-    }
+    with_workspace(name, "dsytrd", "failed", |work, lw, _, _| {
+        let mut info: c_int = 0;
+        // SAFETY: an n x n buffer, d (n), e and tau (n - 1); `work` holds at least `lw` entries.
+        unsafe {
+            lapack_sys::dsytrd_(
+                &uplo,
+                &ni,
+                buf.as_mut_ptr(),
+                &ni,
+                d.as_mut_ptr(),
+                e.as_mut_ptr(),
+                tau.as_mut_ptr(),
+                work.as_mut_ptr(),
+                &lw,
+                &mut info,
+            );
+        }
+        info
+    })?;
     // Q^T v: the reflectors stored below the diagonal of `buf` (column-major 'L').
     let mut qv = v.to_vec();
     let (side, trans) = (b'L' as c_char, b'T' as c_char);
-    // SAFETY: workspace query; `qv` is n x 1 (ldc = n).
-    unsafe {
-        lapack_sys::dormtr_(
-            &side,
-            &uplo,
-            &trans,
-            &ni,
-            &one,
-            buf.as_ptr(),
-            &ni,
-            tau.as_ptr(),
-            qv.as_mut_ptr(),
-            &ni,
-            &mut wq,
-            &query,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dormtr workspace query", info));
-    }
-    let mut work = vec![0.0f64; (wq as usize).max(1)];
-    let lw = dim(name, work.len())?;
-    // SAFETY: buffers sized as LAPACK asked.
-    unsafe {
-        lapack_sys::dormtr_(
-            &side,
-            &uplo,
-            &trans,
-            &ni,
-            &one,
-            buf.as_ptr(),
-            &ni,
-            tau.as_ptr(),
-            qv.as_mut_ptr(),
-            &ni,
-            work.as_mut_ptr(),
-            &lw,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dormtr", info));
-    }
+    with_workspace(name, "dormtr", "failed", |work, lw, _, _| {
+        let mut info: c_int = 0;
+        // SAFETY: the reflectors of dsytrd (n x n, tau n - 1); `qv` is n x 1 (ldc = n);
+        // `work` holds at least `lw` entries.
+        unsafe {
+            lapack_sys::dormtr_(
+                &side,
+                &uplo,
+                &trans,
+                &ni,
+                &one,
+                buf.as_ptr(),
+                &ni,
+                tau.as_ptr(),
+                qv.as_mut_ptr(),
+                &ni,
+                work.as_mut_ptr(),
+                &lw,
+                &mut info,
+            );
+        }
+        info
+    })?;
     // T = Z diag(lambda) Z^T; `z` is column-major n x n (column i: eigenvector i).
     let jobz = b'V' as c_char;
     let mut z = vec![0.0f64; n * n];
-    let mut iwq: c_int = 0;
-    // SAFETY: workspace query with d (n), e (n - 1), z (n x n, ldz = n).
-    unsafe {
-        lapack_sys::dstevd_(
-            &jobz,
-            &ni,
-            d.as_mut_ptr(),
-            e.as_mut_ptr(),
-            z.as_mut_ptr(),
-            &ni,
-            &mut wq,
-            &query,
-            &mut iwq,
-            &query,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dstevd workspace query", info));
-    }
-    let mut work = vec![0.0f64; (wq as usize).max(1)];
-    let mut iwork = vec![0 as c_int; (iwq as usize).max(1)];
-    let (lw, liw) = (dim(name, work.len())?, dim(name, iwork.len())?);
-    // SAFETY: buffers sized as LAPACK asked.
-    unsafe {
-        lapack_sys::dstevd_(
-            &jobz,
-            &ni,
-            d.as_mut_ptr(),
-            e.as_mut_ptr(),
-            z.as_mut_ptr(),
-            &ni,
-            work.as_mut_ptr(),
-            &lw,
-            iwork.as_mut_ptr(),
-            &liw,
-            &mut info,
-        );
-    }
-    if info != 0 {
-        return Err(fail("dstevd (did not converge)", info));
-    }
+    with_workspace(
+        name,
+        "dstevd",
+        "did not converge",
+        |work, lw, iwork, liw| {
+            let mut info: c_int = 0;
+            // SAFETY: d (n), e (n - 1), z (n x n, ldz = n); `work`/`iwork` hold at least `lw`/`liw`
+            // entries.
+            unsafe {
+                lapack_sys::dstevd_(
+                    &jobz,
+                    &ni,
+                    d.as_mut_ptr(),
+                    e.as_mut_ptr(),
+                    z.as_mut_ptr(),
+                    &ni,
+                    work.as_mut_ptr(),
+                    &lw,
+                    iwork.as_mut_ptr(),
+                    &liw,
+                    &mut info,
+                );
+            }
+            info
+        },
+    )?;
     let projections = z
         .chunks_exact(n)
         .map(|col| col.iter().zip(&qv).map(|(a, b)| a * b).sum())
         .collect();
     Ok((d, projections))
+}
+
+/// `n` for a square matrix of finite values, else the error naming it (shared by [`eigh`],
+/// [`eigh_projected`] and [`cholesky`]).
+fn checked_square(name: &str, a: &Array2<f64>) -> Result<usize> {
+    let n = a.nrows();
+    if a.ncols() != n {
+        return Err(RffError::Shape {
+            name: format!("{name} (square)"),
+            expected: n,
+            found: a.ncols(),
+        });
+    }
+    if let Some(v) = a.iter().find(|v| !v.is_finite()) {
+        return Err(RffError::Linalg {
+            name: name.to_string(),
+            reason: format!("holds the non-finite value {v} (inputs too large?)"),
+        });
+    }
+    Ok(n)
+}
+
+/// A LAPACK routine called the documented two ways: a workspace query (`lwork = liwork = -1`;
+/// the sizes come back in `work[0]`, `iwork[0]`), then with workspaces of those sizes.
+/// `call(work, lwork, iwork, liwork)` runs the routine and returns its `info` (routines without
+/// an integer workspace ignore the last two). A non-zero `info` is an error naming the matrix,
+/// the routine and `failure` (or the failed query).
+fn with_workspace(
+    name: &str,
+    routine: &str,
+    failure: &str,
+    mut call: impl FnMut(&mut [f64], c_int, &mut [c_int], c_int) -> c_int,
+) -> Result<()> {
+    let error = |what: String| RffError::Linalg {
+        name: name.to_string(),
+        reason: what,
+    };
+    let (mut wq, mut iwq) = ([0.0f64], [0 as c_int]);
+    let info = call(&mut wq, -1, &mut iwq, -1);
+    if info != 0 {
+        return Err(error(format!(
+            "{routine} workspace query failed (info {info})"
+        )));
+    }
+    let mut work = vec![0.0f64; (wq[0] as usize).max(1)];
+    let mut iwork = vec![0 as c_int; (iwq[0] as usize).max(1)];
+    let (lw, liw) = (dim(name, work.len())?, dim(name, iwork.len())?);
+    let info = call(&mut work, lw, &mut iwork, liw);
+    if info != 0 {
+        return Err(error(format!("{routine} {failure} (info {info})")));
+    }
+    Ok(())
 }
 
 /// A lower Cholesky factor and the jitter that was added to the diagonal to get it.
@@ -824,20 +774,7 @@ fn potrf(a: &Array2<f64>, n: c_int) -> (Vec<f64>, c_int) {
 /// `A + jitter I = L L^T`.
 pub fn cholesky(name: &str, a: &Array2<f64>) -> Result<Cholesky> {
     blas_single_threaded();
-    let n = a.nrows();
-    if a.ncols() != n {
-        return Err(RffError::Shape {
-            name: format!("{name} (square)"),
-            expected: n,
-            found: a.ncols(),
-        });
-    }
-    if let Some(v) = a.iter().find(|v| !v.is_finite()) {
-        return Err(RffError::Linalg {
-            name: name.to_string(),
-            reason: format!("holds the non-finite value {v} (inputs too large?)"),
-        });
-    }
+    let n = checked_square(name, a)?;
     let ni = dim(name, n)?;
     let scale = a.diag().iter().map(|v| v.abs()).sum::<f64>() / n.max(1) as f64;
     let mut last_minor = 0usize;
@@ -965,10 +902,6 @@ pub fn inverse_from_cholesky(l: &Array2<f64>) -> Result<Array2<f64>> {
         reason: e.to_string(),
     })?;
     // The column-major upper triangle is the row-major lower one: mirror it upward.
-    for i in 0..n {
-        for j in 0..i {
-            x[[j, i]] = x[[i, j]];
-        }
-    }
+    mirror(&mut x, false);
     Ok(x)
 }

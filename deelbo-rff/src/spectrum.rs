@@ -92,24 +92,23 @@ fn discarded() -> RffError {
 
 fn eigh_projected_of(what: &str, gram: &Array2<f64>, v: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
     let (values, projected) = crate::linalg::eigh_projected(what, gram, v)?;
-    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-        return Err(RffError::Linalg {
-            name: what.to_string(),
-            reason: format!("non-finite eigenvalue {bad}"),
-        });
-    }
-    Ok((values.iter().map(|&v| v.max(0.0)).collect(), projected))
+    Ok((checked_eigenvalues(what, values)?, projected))
 }
 
 fn eigh_of(what: &str, gram: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     let (values, vectors) = crate::linalg::eigh(what, gram)?;
+    Ok((checked_eigenvalues(what, values)?, vectors))
+}
+
+/// The eigenvalues with tiny negative rounding clamped to 0, or an error at a non-finite one.
+fn checked_eigenvalues(what: &str, values: Vec<f64>) -> Result<Vec<f64>> {
     if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
         return Err(RffError::Linalg {
             name: what.to_string(),
             reason: format!("non-finite eigenvalue {bad}"),
         });
     }
-    Ok((values.iter().map(|&v| v.max(0.0)).collect(), vectors))
+    Ok(values.into_iter().map(|v| v.max(0.0)).collect())
 }
 
 impl Spectrum {
@@ -145,29 +144,22 @@ impl Spectrum {
         if n <= r {
             let what = "the N x N Gram matrix Phi Phi^T";
             let gram = crate::linalg::gram_rows(phi)?;
-            if keep_vectors {
+            let (eigenvalues, projected, basis) = if keep_vectors {
                 let (eigenvalues, e) = eigh_of(what, &gram)?;
                 let projected = e.t().dot(&y).to_vec();
-                Ok(Self::in_example_basis(
-                    eigenvalues,
-                    projected,
-                    yy,
-                    trace,
-                    r,
-                    Basis::Examples(e),
-                ))
+                (eigenvalues, projected, Basis::Examples(e))
             } else {
-                let yv = y.to_vec();
-                let (eigenvalues, projected) = eigh_projected_of(what, &gram, &yv)?;
-                Ok(Self::in_example_basis(
-                    eigenvalues,
-                    projected,
-                    yy,
-                    trace,
-                    r,
-                    Basis::Discarded,
-                ))
-            }
+                let (eigenvalues, projected) = eigh_projected_of(what, &gram, &y.to_vec())?;
+                (eigenvalues, projected, Basis::Discarded)
+            };
+            Ok(Self::in_example_basis(
+                eigenvalues,
+                projected,
+                yy,
+                trace,
+                r,
+                basis,
+            ))
         } else {
             let what = "the R x R Gram matrix Phi^T Phi";
             let gram = gram_of_columns(phi)?;
@@ -177,8 +169,7 @@ impl Spectrum {
                 let c = e.t().dot(&cross).to_vec();
                 (eigenvalues, c, Basis::Features(e))
             } else {
-                let cv = cross.to_vec();
-                let (eigenvalues, c) = eigh_projected_of(what, &gram, &cv)?;
+                let (eigenvalues, c) = eigh_projected_of(what, &gram, &cross.to_vec())?;
                 (eigenvalues, c, Basis::Discarded)
             };
             Ok(Self::in_feature_basis(eigenvalues, c, yy, trace, n, basis))

@@ -11,11 +11,11 @@
 //! `b_r = 2 pi uniform_at((seed, PHASE_STREAM), r)`.
 
 use deelbo_core::{NoiseKey, fill_normals, uniform_at};
-use ndarray::{Array1, Array2, ArrayView2, Zip, s};
+use ndarray::{Array1, Array2, ArrayView2, s};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RffError};
-use crate::parallel::{BLOCK_ROWS, map_blocks, row_blocks};
+use crate::parallel::{BLOCK_ROWS, for_each_chunk_pair};
 
 /// Noise stream of the frequencies `W`.
 pub const FREQUENCY_STREAM: u64 = 0x5246_4600;
@@ -139,8 +139,12 @@ impl RffFeatures {
         self.frequencies.view()
     }
 
-    /// The phases `Z = X diag(1/l) W^T + b`, `N x R`.
-    fn phases_of(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
+    /// `W diag(1/l)` (`R x d`), after checking that `x` has `d` columns.
+    fn scaled_frequencies(
+        &self,
+        x: ArrayView2<'_, f64>,
+        lengthscale: &Lengthscale,
+    ) -> Result<Array2<f64>> {
         if x.ncols() != self.dim() {
             return Err(RffError::Shape {
                 name: "input columns of the features".to_string(),
@@ -153,31 +157,73 @@ impl RffFeatures {
         for (mut col, l) in scaled.columns_mut().into_iter().zip(&ls) {
             col.mapv_inplace(|w| w / l);
         }
-        // One BLAS dgemm per row block (ndarray's own product as the fallback).
-        let mut z = crate::linalg::matmul(x, false, scaled.view(), true)
-            .unwrap_or_else(|_| x.dot(&scaled.t()));
-        for mut row in z.rows_mut() {
-            row += &self.phases;
+        Ok(scaled)
+    }
+
+    /// The phases `Z = X diag(1/l) W^T + b` of the rows `x` written into `out` (row-major,
+    /// `rows x R`): one BLAS `dgemm`, then the offsets.
+    fn phases_into(
+        &self,
+        x: ArrayView2<'_, f64>,
+        scaled: ArrayView2<'_, f64>,
+        out: &mut [f64],
+    ) -> Result<()> {
+        crate::linalg::matmul_into(x, false, scaled, true, out)?;
+        let phases = self.phases.as_slice().ok_or_else(|| RffError::Linalg {
+            name: "feature phases".to_string(),
+            reason: "not contiguous".to_string(),
+        })?;
+        for row in out.chunks_mut(self.count()) {
+            for (z, b) in row.iter_mut().zip(phases) {
+                *z += b;
+            }
         }
-        Ok(z)
+        Ok(())
+    }
+
+    /// `Phi` and, when `sines` is asked for, `sqrt(2/R) sin(Z)`, filled in parallel over fixed
+    /// blocks of [`BLOCK_ROWS`] rows straight into the `N x R` outputs.
+    fn fill(
+        &self,
+        x: ArrayView2<'_, f64>,
+        lengthscale: &Lengthscale,
+        sines: bool,
+    ) -> Result<(Array2<f64>, Option<Array2<f64>>)> {
+        let scaled = self.scaled_frequencies(x, lengthscale)?;
+        let (n, r) = (x.nrows(), self.count());
+        let c = (2.0 / r as f64).sqrt();
+        let mut phi = Array2::<f64>::zeros((n, r));
+        let mut sin = if sines {
+            Array2::<f64>::zeros((n, r))
+        } else {
+            Array2::<f64>::zeros((0, r))
+        };
+        let not_contiguous = || RffError::Linalg {
+            name: "feature matrix".to_string(),
+            reason: "not contiguous".to_string(),
+        };
+        let phi_out = phi.as_slice_mut().ok_or_else(not_contiguous)?;
+        let sin_out = sin.as_slice_mut().ok_or_else(not_contiguous)?;
+        for_each_chunk_pair(phi_out, sin_out, BLOCK_ROWS * r, |i, p, s| {
+            let start = i * BLOCK_ROWS;
+            let rows = x.slice(s![start..start + p.len() / r, ..]);
+            if sines {
+                self.phases_into(rows, scaled.view(), s)?;
+                crate::trig::sin_cos_scaled_in_place(s, c, p);
+            } else {
+                self.phases_into(rows, scaled.view(), p)?;
+                crate::trig::cos_scaled_in_place(p, c);
+            }
+            Ok(())
+        })?;
+        Ok((phi, sines.then_some(sin)))
     }
 
     /// The feature matrix `Phi` (`N x R`), `Phi_nr = sqrt(2/R) cos(sum_k W_rk x_nk / l_k + b_r)`
     /// for inputs `x` (`N x d`, already standardized if the model standardizes). Computed in
     /// parallel over fixed row blocks (same bits at any thread count).
     pub fn matrix(&self, x: ArrayView2<'_, f64>, lengthscale: &Lengthscale) -> Result<Array2<f64>> {
-        let c = (2.0 / self.count() as f64).sqrt();
-        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
-        let parts = map_blocks(blocks.len(), |i| {
-            let (a, b) = blocks[i];
-            let mut z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
-            match z.as_slice_mut() {
-                Some(zs) => crate::trig::cos_scaled_in_place(zs, c),
-                None => z.mapv_inplace(|v| c * v.cos()),
-            }
-            Ok(z)
-        })?;
-        stack_rows(parts, x.nrows(), self.count())
+        Ok(self.fill(x, lengthscale, false)?.0)
     }
 
     /// `Phi` together with `sqrt(2/R) sin(Z)`; see [`FeaturesWithSines`].
@@ -186,50 +232,12 @@ impl RffFeatures {
         x: ArrayView2<'_, f64>,
         lengthscale: &Lengthscale,
     ) -> Result<FeaturesWithSines> {
-        let c = (2.0 / self.count() as f64).sqrt();
-        let blocks = row_blocks(x.nrows(), BLOCK_ROWS);
-        let parts = map_blocks(blocks.len(), |i| {
-            let (a, b) = blocks[i];
-            let z = self.phases_of(x.slice(s![a..b, ..]), lengthscale)?;
-            let mut phi = Array2::zeros(z.raw_dim());
-            let mut sines = Array2::zeros(z.raw_dim());
-            match (z.as_slice(), phi.as_slice_mut(), sines.as_slice_mut()) {
-                (Some(zs), Some(ps), Some(ss)) => crate::trig::sin_cos_scaled(zs, c, ps, ss),
-                _ => Zip::from(&mut phi)
-                    .and(&mut sines)
-                    .and(&z)
-                    .for_each(|p, s, &v| {
-                        let (sin, cos) = v.sin_cos();
-                        *p = c * cos;
-                        *s = c * sin;
-                    }),
-            }
-            Ok((phi, sines))
-        })?;
-        let (phis, sines): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let (phi, sines) = self.fill(x, lengthscale, true)?;
         Ok(FeaturesWithSines {
-            phi: stack_rows(phis, x.nrows(), self.count())?,
-            sines: stack_rows(sines, x.nrows(), self.count())?,
+            phi,
+            sines: sines.unwrap_or_else(|| Array2::zeros((0, 0))),
         })
     }
-}
-
-/// Row blocks stacked into one `rows x cols` matrix.
-fn stack_rows(parts: Vec<Array2<f64>>, rows: usize, cols: usize) -> Result<Array2<f64>> {
-    if parts.len() == 1 {
-        return Ok(parts
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Array2::zeros((rows, cols))));
-    }
-    let mut out = Array2::zeros((rows, cols));
-    let mut start = 0;
-    for p in parts {
-        let end = start + p.nrows();
-        out.slice_mut(s![start..end, ..]).assign(&p);
-        start = end;
-    }
-    Ok(out)
 }
 
 /// The exact RBF kernel with unit outputscale,

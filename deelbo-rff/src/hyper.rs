@@ -31,6 +31,7 @@ use crate::error::{Result, RffError};
 use crate::evidence::LN_2PI;
 use crate::features::{Lengthscale, RffFeatures};
 use crate::linalg::{cholesky, inverse_from_cholesky, matmul_parallel, solve_lower_in_place};
+use crate::parallel::BLOCK_ROWS;
 
 /// The family of the variational posterior `q(w)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -160,11 +161,16 @@ impl<'a> HyperProblem<'a> {
         let mut evidence_value = 0.0;
         let mut trace_s = 0.0;
         let mut phi_s: Option<Array2<f64>> = None;
-        let gram_diag: Array1<f64> = phi.map_axis(Axis(0), |c| c.dot(&c));
+        // diag(Phi^T Phi), which only the ELBO's variances need.
+        let gram_diag: Array1<f64> = if family.is_some() {
+            phi.map_axis(Axis(0), |c| c.dot(&c))
+        } else {
+            Array1::zeros(0)
+        };
         let trace_g = gram_diag.sum();
         if n <= r {
-            let k = crate::linalg::gram_rows(phi.view())?;
-            let mut c = &k * tau;
+            let mut c = crate::linalg::gram_rows(phi.view())?;
+            c *= tau;
             c.diag_mut().mapv_inplace(|v| v + s2e);
             let ch = cholesky("the covariance tau Phi Phi^T + s_n^2 I", &c)?;
             jitter = ch.jitter;
@@ -263,27 +269,42 @@ impl<'a> HyperProblem<'a> {
             }
         };
         let mut grad = Vec::new();
-        if let Some(sines) = sines {
-            // d/dPhi = w (r m^T - Phi Sigma), Sigma = S (evidence) or diag(v).
-            let mut h = Array2::<f64>::zeros((n, r));
-            match &phi_s {
-                Some(ps) => {
-                    ndarray::Zip::indexed(&mut h).and(ps).and(&sines).for_each(
-                        |(i, j), hv, &psv, &sv| {
-                            *hv = phi_weight * (resid[i] * mean[j] - psv) * sv;
-                        },
-                    );
-                }
-                None => {
-                    ndarray::Zip::indexed(&mut h)
-                        .and(&phi)
-                        .and(&sines)
-                        .for_each(|(i, j), hv, &pv, &sv| {
-                            *hv = phi_weight * (resid[i] * mean[j] - pv * variances[j]) * sv;
-                        });
-                }
+        if let Some(mut h) = sines {
+            // d/dPhi = w (r m^T - Phi Sigma), Sigma = S (evidence) or diag(v), times the sines,
+            // written over the sines in parallel over fixed row blocks.
+            let not_contiguous = || RffError::Linalg {
+                name: "gradient of the features".to_string(),
+                reason: "not contiguous".to_string(),
+            };
+            let resid_s = resid.as_slice().ok_or_else(not_contiguous)?;
+            let mean_s = mean.as_slice().ok_or_else(not_contiguous)?;
+            let sigma_phi = match &phi_s {
+                Some(ps) => ps.as_slice(),
+                None => phi.as_slice(),
             }
-            let hw = h.dot(&self.features.frequencies()); // N x d
+            .ok_or_else(not_contiguous)?;
+            let h_s = h.as_slice_mut().ok_or_else(not_contiguous)?;
+            crate::parallel::for_each_chunk(h_s, BLOCK_ROWS * r, |i, chunk| {
+                let first = i * BLOCK_ROWS;
+                for (k, row) in chunk.chunks_mut(r).enumerate() {
+                    let row_index = first + k;
+                    let rn = resid_s[row_index];
+                    let sp = &sigma_phi[row_index * r..(row_index + 1) * r];
+                    if phi_s.is_some() {
+                        for ((hv, &m), &p) in row.iter_mut().zip(mean_s).zip(sp) {
+                            *hv *= phi_weight * (rn * m - p);
+                        }
+                    } else {
+                        for (((hv, &m), &p), &v) in
+                            row.iter_mut().zip(mean_s).zip(sp).zip(&variances)
+                        {
+                            *hv *= phi_weight * (rn * m - p * v);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let hw = matmul_parallel(1.0, h.view(), false, self.features.frequencies(), false)?; // N x d
             let lsd = ls.per_dimension(self.x.ncols())?;
             let per_dim: Vec<f64> = (0..self.x.ncols())
                 .map(|k| self.x.column(k).dot(&hw.column(k)) / lsd[k])

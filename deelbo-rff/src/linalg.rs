@@ -431,6 +431,22 @@ pub fn matmul(
     product(1.0, a, transpose_a, b, transpose_b, usize::MAX)
 }
 
+/// `op(A) op(B)` written into `out`, a row-major `m x n` buffer (`out.len() == m n`), by one
+/// single-threaded `dgemm` on the calling thread: for filling one block of a larger matrix
+/// inside a parallel pass without a temporary.
+///
+/// # Formula
+/// `out_ij = sum_l op(A)_il op(B)_lj`.
+pub fn matmul_into(
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+    out: &mut [f64],
+) -> Result<()> {
+    product_into(1.0, a, transpose_a, b, transpose_b, usize::MAX, out)
+}
+
 /// `alpha op(A) op(B)`, one single-threaded `dgemm` per block of `block_rows` output rows, the
 /// blocks on the crate's threads (one block, on the calling thread, when `block_rows >= m`).
 fn product(
@@ -441,13 +457,43 @@ fn product(
     transpose_b: bool,
     block_rows: usize,
 ) -> Result<Array2<f64>> {
+    let (m, _, n) = product_shape(a, transpose_a, b, transpose_b)?;
+    let mut c = Array2::<f64>::zeros((m, n));
+    let out = c.as_slice_mut().ok_or_else(|| RffError::Linalg {
+        name: "matrix product".to_string(),
+        reason: "output is not contiguous".to_string(),
+    })?;
+    product_into(alpha, a, transpose_a, b, transpose_b, block_rows, out)?;
+    Ok(c)
+}
+
+/// [`product`] into a row-major `m x n` buffer (every element written).
+fn product_into(
+    alpha: f64,
+    a: ArrayView2<'_, f64>,
+    transpose_a: bool,
+    b: ArrayView2<'_, f64>,
+    transpose_b: bool,
+    block_rows: usize,
+    out: &mut [f64],
+) -> Result<()> {
     blas_single_threaded();
     let (m, ka, n) = product_shape(a, transpose_a, b, transpose_b)?;
-    let (ac, bc) = (a.ncols(), b.ncols());
-    let mut c = Array2::<f64>::zeros((m, n));
-    if m == 0 || n == 0 || ka == 0 {
-        return Ok(c);
+    if out.len() != m * n {
+        return Err(RffError::Shape {
+            name: "output of a matrix product (rows x columns)".to_string(),
+            expected: m * n,
+            found: out.len(),
+        });
     }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if ka == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let (ac, bc) = (a.ncols(), b.ncols());
     let (da, db) = (contiguous(&a), contiguous(&b));
     let (ni, ki, lda, ldb) = (
         dim("columns", n)?,
@@ -455,10 +501,6 @@ fn product(
         dim("lda", ac)?,
         dim("ldb", bc)?,
     );
-    let out = c.as_slice_mut().ok_or_else(|| RffError::Linalg {
-        name: "matrix product".to_string(),
-        reason: "output is not contiguous".to_string(),
-    })?;
     let block = |i: usize, chunk: &mut [f64]| {
         let start = i * block_rows;
         let rows = dim("rows", chunk.len() / n)?;
@@ -488,11 +530,10 @@ fn product(
         Ok(())
     };
     if block_rows >= m {
-        block(0, out)?;
+        block(0, out)
     } else {
-        crate::parallel::for_each_chunk(out, block_rows * n, block)?;
+        crate::parallel::for_each_chunk(out, block_rows * n, block)
     }
-    Ok(c)
 }
 
 /// `(m, k, n)` of `op(A) op(B)`, or a shape error when the inner dimensions differ.

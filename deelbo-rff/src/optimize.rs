@@ -193,6 +193,21 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The factor a rejected step `t` shrinks by: `f(0) = f0`, the slope `slope` (the directional
+/// derivative times `t`, `> 0` for ascent) and the value `ft` at `t`. The maximizer of the
+/// quadratic through them, as a fraction of `t`, clamped to `[0.1, 0.5]` (`0.5` when `ft` is not
+/// finite or the quadratic has no interior maximum).
+///
+/// # Formula
+/// `q(s) = f0 + slope s + (ft - f0 - slope) s^2`, `s* = slope / (2 (f0 + slope - ft))`.
+fn backtrack_factor(f0: f64, slope: f64, ft: f64) -> f64 {
+    let curvature = f0 + slope - ft;
+    if !(ft.is_finite() && slope > 0.0 && curvature > 0.0) {
+        return 0.5;
+    }
+    (slope / (2.0 * curvature)).clamp(0.1, 0.5)
+}
+
 /// Maximize `f` (returning the value and its gradient) over the box `[lower, upper]` from `x0`
 /// by L-BFGS with the direction restricted to the free variables (those not at a bound with the
 /// gradient pointing out) and a backtracking Armijo line search along the projected path.
@@ -277,7 +292,9 @@ where
             y_hist.clear();
             d = pg.iter().map(|v| v / pg_norm.max(1.0)).collect();
         }
-        // Backtracking line search on the projected path x(t) = P(x + t d).
+        // Backtracking line search on the projected path x(t) = P(x + t d): after a rejected
+        // step the next one maximizes the quadratic through f(0), the slope along the step and
+        // f(t), kept within [t/10, t/2].
         let mut t = 1.0;
         let mut accepted = None;
         for _ in 0..30 {
@@ -289,11 +306,12 @@ where
             }
             let (ft, gt) = f(&xt)?;
             evaluations += 1;
-            if ft.is_finite() && ft >= fx + 1e-4 * dot(&pg, &step) {
+            let slope = dot(&pg, &step);
+            if ft.is_finite() && ft >= fx + 1e-4 * slope {
                 accepted = Some((xt, ft, gt, step));
                 break;
             }
-            t *= 0.5;
+            t *= backtrack_factor(fx, slope, ft);
         }
         let Some((xn, fnew, gn, step)) = accepted else {
             break;
@@ -330,6 +348,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backtrack_factor_is_the_peak_of_the_interpolating_quadratic() {
+        // f(s) = 2 + 3 s - 5 s^2 along the step: f(0) = 2, slope 3, f(1) = 0; peak at 0.3.
+        let f = |s: f64| 2.0 + 3.0 * s - 5.0 * s * s;
+        assert!((backtrack_factor(f(0.0), 3.0, f(1.0)) - 0.3).abs() < 1e-15);
+        // Peaks outside [0.1, 0.5] are clamped; no interior peak or a non-finite value halves.
+        assert_eq!(backtrack_factor(0.0, 1.0, -100.0), 0.1);
+        assert_eq!(backtrack_factor(0.0, 1.0, 0.9), 0.5);
+        assert_eq!(backtrack_factor(0.0, 1.0, 2.0), 0.5);
+        assert_eq!(backtrack_factor(0.0, 1.0, f64::NAN), 0.5);
+        assert_eq!(backtrack_factor(0.0, 1.0, f64::NEG_INFINITY), 0.5);
+    }
 
     #[test]
     fn brent_finds_a_parabola_peak_and_lbfgs_a_bounded_quadratic() {

@@ -85,19 +85,39 @@ pub fn for_each_chunk<F>(out: &mut [f64], chunk_len: usize, f: F) -> Result<()>
 where
     F: Fn(usize, &mut [f64]) -> Result<()> + Sync,
 {
-    let chunks: Vec<std::sync::Mutex<&mut [f64]>> = out
-        .chunks_mut(chunk_len.max(1))
-        .map(std::sync::Mutex::new)
+    for_each_chunk_pair(out, &mut [], chunk_len, |i, a, _| f(i, a))
+}
+
+/// [`for_each_chunk`] over two buffers at once: `f(i, a_i, b_i)` with `a_i`, `b_i` the `i`-th
+/// chunks of `chunk_len` elements of `a` and `b` (`b` may be empty, then every `b_i` is empty;
+/// otherwise `a` and `b` must have the same length).
+pub fn for_each_chunk_pair<F>(a: &mut [f64], b: &mut [f64], chunk_len: usize, f: F) -> Result<()>
+where
+    F: Fn(usize, &mut [f64], &mut [f64]) -> Result<()> + Sync,
+{
+    if !b.is_empty() && b.len() != a.len() {
+        return Err(crate::error::RffError::Shape {
+            name: "second buffer of a parallel pass".to_string(),
+            expected: a.len(),
+            found: b.len(),
+        });
+    }
+    let chunk_len = chunk_len.max(1);
+    let mut b_chunks = b.chunks_mut(chunk_len);
+    let chunks: Vec<std::sync::Mutex<(&mut [f64], &mut [f64])>> = a
+        .chunks_mut(chunk_len)
+        .map(|ac| std::sync::Mutex::new((ac, b_chunks.next().unwrap_or(&mut []))))
         .collect();
     map_blocks(chunks.len(), |i| {
         // Each index is claimed by one worker only, so the lock is never contended.
-        let mut chunk = chunks[i]
+        let mut pair = chunks[i]
             .lock()
             .map_err(|_| crate::error::RffError::Linalg {
                 name: "a parallel block".to_string(),
                 reason: "a worker thread panicked".to_string(),
             })?;
-        f(i, &mut chunk)
+        let (ac, bc) = &mut *pair;
+        f(i, ac, bc)
     })?;
     Ok(())
 }

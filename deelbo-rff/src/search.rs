@@ -77,13 +77,41 @@ where
 {
     search.validate(what)?;
     let grid = search.grid();
+    let values = grid.iter().map(|&t| f(t)).collect::<Result<Vec<_>>>()?;
+    refine(search, what, &grid, values, f)
+}
+
+/// [`maximize`] with the grid points evaluated concurrently on the crate's threads (the same
+/// points and the same result at any thread count; Brent's steps stay serial). For objectives
+/// that are expensive next to a thread start.
+pub fn maximize_parallel<T, F>(search: &GridSearch, what: &str, f: F) -> Result<SearchResult<T>>
+where
+    T: Send,
+    F: Fn(f64) -> Result<(f64, T)> + Sync,
+{
+    search.validate(what)?;
+    let grid = search.grid();
+    let values = crate::parallel::map_blocks(grid.len(), |i| f(grid[i]))?;
+    refine(search, what, &grid, values, f)
+}
+
+/// The best of the grid `values` (at the points `grid`), then Brent's method around it.
+fn refine<T, F>(
+    search: &GridSearch,
+    what: &str,
+    grid: &[f64],
+    values: Vec<(f64, T)>,
+    mut f: F,
+) -> Result<SearchResult<T>>
+where
+    F: FnMut(f64) -> Result<(f64, T)>,
+{
     let mut evaluations = 0usize;
     let mut best: Option<(f64, f64, T)> = None;
     let mut grid_values = Vec::with_capacity(grid.len());
     let mut best_index = 0usize;
     let clean = |v: f64| if v.is_nan() { f64::NEG_INFINITY } else { v };
-    for (i, &t) in grid.iter().enumerate() {
-        let (v, p) = f(t)?;
+    for (i, (&t, (v, p))) in grid.iter().zip(values).enumerate() {
         evaluations += 1;
         let v = clean(v);
         grid_values.push((t, v));
@@ -136,6 +164,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parallel_grid_gives_the_serial_search_exactly() {
+        let f = |t: f64| (-(t + 2.0).powi(2)).exp() + 2.0 * (-4.0 * (t - 1.3).powi(2)).exp();
+        let s = GridSearch {
+            lower: -4.0,
+            upper: 4.0,
+            grid_points: 13,
+            tolerance: 1e-6,
+        };
+        let serial = maximize(&s, "t", |t| Ok((f(t), t * 2.0))).unwrap();
+        let parallel = maximize_parallel(&s, "t", |t| Ok((f(t), t * 2.0))).unwrap();
+        assert_eq!(serial.argmax.to_bits(), parallel.argmax.to_bits());
+        assert_eq!(serial.payload.to_bits(), parallel.payload.to_bits());
+        assert_eq!(serial.grid_values, parallel.grid_values);
+        assert_eq!(serial.evaluations, parallel.evaluations);
+        assert!((parallel.argmax - 1.3).abs() < 1e-5);
+        // An error at a grid point propagates.
+        let failing = maximize_parallel(&s, "t", |t| {
+            if t > 0.0 {
+                Err(RffError::InvalidConfig {
+                    name: "t".to_string(),
+                    reason: "positive".to_string(),
+                })
+            } else {
+                Ok((t, ()))
+            }
+        });
+        assert!(failing.is_err());
+    }
 
     #[test]
     fn finds_the_global_peak_of_a_bimodal_function() {

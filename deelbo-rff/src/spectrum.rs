@@ -139,11 +139,12 @@ impl Spectrum {
                 found: y.len(),
             });
         }
-        let trace = deelbo_core::deterministic_sum(phi.iter().map(|v| v * v));
         let yy = deelbo_core::deterministic_sum(y.iter().map(|v| v * v));
         if n <= r {
             let what = "the N x N Gram matrix Phi Phi^T";
             let gram = crate::linalg::gram_rows(phi)?;
+            // tr(Phi Phi^T) = sum_n ||phi_n||^2, from the Gram diagonal (N terms, not N R).
+            let trace = deelbo_core::deterministic_sum(gram.diag().iter().copied());
             let (eigenvalues, projected, basis) = if keep_vectors {
                 let (eigenvalues, e) = eigh_of(what, &gram)?;
                 let projected = e.t().dot(&y).to_vec();
@@ -163,6 +164,7 @@ impl Spectrum {
         } else {
             let what = "the R x R Gram matrix Phi^T Phi";
             let gram = gram_of_columns(phi)?;
+            let trace = deelbo_core::deterministic_sum(gram.diag().iter().copied());
             let cross = phi.t().dot(&y);
             let (eigenvalues, c, basis) = if keep_vectors {
                 let (eigenvalues, e) = eigh_of(what, &gram)?;

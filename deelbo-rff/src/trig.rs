@@ -114,21 +114,17 @@ fn cos_scaled_portable(z: &mut [f64], scale: f64) {
 }
 
 #[inline(always)]
-fn sin_cos_scaled_portable(z: &[f64], scale: f64, cos: &mut [f64], sin: &mut [f64]) {
-    for ((zc, cc), sc) in z
-        .chunks(CHUNK)
-        .zip(cos.chunks_mut(CHUNK))
-        .zip(sin.chunks_mut(CHUNK))
-    {
-        if in_range(zc) {
-            for ((v, c), s) in zc.iter().zip(cc.iter_mut()).zip(sc.iter_mut()) {
-                let (sv, cv) = sin_cos_reduced(*v);
+fn sin_cos_scaled_in_place_portable(z_sin: &mut [f64], scale: f64, cos: &mut [f64]) {
+    for (sc, cc) in z_sin.chunks_mut(CHUNK).zip(cos.chunks_mut(CHUNK)) {
+        if in_range(sc) {
+            for (s, c) in sc.iter_mut().zip(cc.iter_mut()) {
+                let (sv, cv) = sin_cos_reduced(*s);
                 *c = scale * cv;
                 *s = scale * sv;
             }
         } else {
-            for ((v, c), s) in zc.iter().zip(cc.iter_mut()).zip(sc.iter_mut()) {
-                let (sv, cv) = v.sin_cos();
+            for (s, c) in sc.iter_mut().zip(cc.iter_mut()) {
+                let (sv, cv) = s.sin_cos();
                 *c = scale * cv;
                 *s = scale * sv;
             }
@@ -144,8 +140,8 @@ fn cos_scaled_avx2(z: &mut [f64], scale: f64) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn sin_cos_scaled_avx2(z: &[f64], scale: f64, cos: &mut [f64], sin: &mut [f64]) {
-    sin_cos_scaled_portable(z, scale, cos, sin);
+fn sin_cos_scaled_in_place_avx2(z_sin: &mut [f64], scale: f64, cos: &mut [f64]) {
+    sin_cos_scaled_in_place_portable(z_sin, scale, cos);
 }
 
 /// `z_i <- scale cos(z_i)` in place (AVX2 when the CPU has it; the same bits either way).
@@ -159,16 +155,16 @@ pub fn cos_scaled_in_place(z: &mut [f64], scale: f64) {
     cos_scaled_portable(z, scale);
 }
 
-/// `cos_i = scale cos(z_i)`, `sin_i = scale sin(z_i)` (slices of equal length; AVX2 when the CPU
-/// has it, the same bits either way).
-pub fn sin_cos_scaled(z: &[f64], scale: f64, cos: &mut [f64], sin: &mut [f64]) {
-    let n = z.len().min(cos.len()).min(sin.len());
-    let (z, cos, sin) = (&z[..n], &mut cos[..n], &mut sin[..n]);
+/// `cos_i = scale cos(z_i)` and `z_i <- scale sin(z_i)`: the sines written over the phases
+/// (slices of equal length; AVX2 when the CPU has it, the same bits either way).
+pub fn sin_cos_scaled_in_place(z_sin: &mut [f64], scale: f64, cos: &mut [f64]) {
+    let n = z_sin.len().min(cos.len());
+    let (z_sin, cos) = (&mut z_sin[..n], &mut cos[..n]);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
-        unsafe { sin_cos_scaled_avx2(z, scale, cos, sin) };
+        unsafe { sin_cos_scaled_in_place_avx2(z_sin, scale, cos) };
         return;
     }
-    sin_cos_scaled_portable(z, scale, cos, sin);
+    sin_cos_scaled_in_place_portable(z_sin, scale, cos);
 }

@@ -2,7 +2,8 @@
 //! projections, against naive dense references and at several thread counts.
 
 use deelbo_rff::linalg::{
-    PRODUCT_ROWS, cholesky, eigh, eigh_projected, gram_rows, inverse_from_cholesky, matmul_parallel,
+    PRODUCT_ROWS, cholesky, eigh, eigh_projected, gram_rows, inverse_from_cholesky, matmul_into,
+    matmul_parallel,
 };
 use ndarray::Array2;
 
@@ -63,6 +64,33 @@ fn matmul_parallel_matches_the_naive_product_for_every_transpose() {
         assert!(max_abs_diff(&c, &reference) < 1e-12, "{ta} {tb}");
     }
     assert!(matmul_parallel(1.0, a.view(), false, a.view(), false).is_err());
+}
+
+#[test]
+fn matmul_into_fills_a_block_of_a_larger_buffer_and_checks_its_length() {
+    let (m, k, n) = (PRODUCT_ROWS + 3, 11, 29);
+    let a = matrix(m, k, 6);
+    let b = matrix(n, k, 7);
+    let reference = naive_product(&a, &b.t().to_owned());
+    // Stale values in the buffer must be overwritten, not added to.
+    let mut out = vec![f64::NAN; m * n];
+    matmul_into(a.view(), false, b.view(), true, &mut out).unwrap();
+    let c = Array2::from_shape_vec((m, n), out).unwrap();
+    assert!(max_abs_diff(&c, &reference) < 1e-12);
+    // Rows of A that are a view (a slice of a larger matrix) give those rows of the product.
+    let mut rows = vec![0.0; 5 * n];
+    matmul_into(
+        a.slice(ndarray::s![2..7, ..]),
+        false,
+        b.view(),
+        true,
+        &mut rows,
+    )
+    .unwrap();
+    let c5 = Array2::from_shape_vec((5, n), rows).unwrap();
+    assert!(max_abs_diff(&c5, &reference.slice(ndarray::s![2..7, ..]).to_owned()) < 1e-12);
+    let mut short = vec![0.0; m * n - 1];
+    assert!(matmul_into(a.view(), false, b.view(), true, &mut short).is_err());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::features::Lengthscale;
 use crate::fit::config::RffConfig;
 use crate::fit::prepared::Prepared;
 use crate::hyper::{HyperObjective, HyperProblem, HyperValue};
-use crate::optimize::{LbfgsSettings, lbfgs_maximize};
+use crate::optimize::{LbfgsResult, LbfgsSettings, lbfgs_maximize};
 
 /// The isotropic optimum an ARD search starts from (standardized units).
 pub(crate) struct IsoStart {
@@ -64,24 +64,13 @@ pub(crate) fn ard_search(
     let (lower, upper) = bounds(prep, config, d);
     let mut theta0 = vec![start.lengthscale.ln(); d];
     theta0.extend([start.tau.ln(), start.noise_variance.ln()]);
-    let settings = ard_lbfgs(config);
-    let r = lbfgs_maximize(
-        |t| {
-            let v = problem.evaluate(t, true)?;
-            Ok((v.value, v.gradient))
-        },
-        &theta0,
-        &lower,
-        &upper,
-        &settings,
-    )?;
-    let value = problem.evaluate(&r.argmax, false)?;
+    let (r, value) = climb(&problem, &theta0, &lower, &upper, &ard_lbfgs(config))?;
     Ok(ArdResult {
         lengthscale: problem.lengthscale(&r.argmax),
         tau: r.argmax[d].exp(),
         noise_variance: r.argmax[d + 1].exp(),
         value,
-        evaluations: r.evaluations + 1,
+        evaluations: r.evaluations,
     })
 }
 
@@ -109,25 +98,52 @@ pub(crate) fn iso_polish(
         start.tau.ln(),
         start.noise_variance.ln(),
     ];
-    let settings = ard_lbfgs(config);
-    let r = lbfgs_maximize(
-        |t| {
-            let v = problem.evaluate(t, true)?;
-            Ok((v.value, v.gradient))
-        },
-        &theta0,
-        &lower,
-        &upper,
-        &settings,
-    )?;
-    let value = problem.evaluate(&r.argmax, false)?;
+    let (r, value) = climb(&problem, &theta0, &lower, &upper, &ard_lbfgs(config))?;
     Ok(ArdResult {
         lengthscale: problem.lengthscale(&r.argmax),
         tau: r.argmax[1].exp(),
         noise_variance: r.argmax[2].exp(),
         value,
-        evaluations: r.evaluations + 1,
+        evaluations: r.evaluations,
     })
+}
+
+/// L-BFGS on `problem` from `theta0`, with the profiled posterior at the optimum: the
+/// evaluation whose point is the returned `argmax` (the search only ever moves to a better
+/// point, so that is the best one seen), evaluated once more only if it was not kept.
+fn climb(
+    problem: &HyperProblem<'_>,
+    theta0: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    settings: &LbfgsSettings,
+) -> Result<(LbfgsResult, HyperValue)> {
+    let mut best: Option<(Vec<f64>, HyperValue)> = None;
+    let r = lbfgs_maximize(
+        |t| {
+            let v = problem.evaluate(t, true)?;
+            let out = (v.value, v.gradient.clone());
+            if best.as_ref().is_none_or(|(_, b)| v.value > b.value) {
+                best = Some((t.to_vec(), v));
+            }
+            Ok(out)
+        },
+        theta0,
+        lower,
+        upper,
+        settings,
+    )?;
+    match best {
+        Some((theta, value)) if theta == r.argmax => Ok((r, value)),
+        _ => {
+            let value = problem.evaluate(&r.argmax, false)?;
+            let r = LbfgsResult {
+                evaluations: r.evaluations + 1,
+                ..r
+            };
+            Ok((r, value))
+        }
+    }
 }
 
 /// The L-BFGS settings of the joint searches: stop at a projected gradient below `1e-3` nats per

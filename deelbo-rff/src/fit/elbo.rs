@@ -16,7 +16,7 @@ use crate::fit::report::FitReport;
 use crate::fit::statistics::{final_spectrum, spectrum_rmse};
 use crate::hyper::{HyperObjective, PosteriorFamily};
 use crate::model::WeightCovariance;
-use crate::search::maximize;
+use crate::search::maximize_parallel;
 use crate::spectrum::Spectrum;
 
 /// The inner ELBO optimum at one lengthscale.
@@ -55,7 +55,7 @@ pub(crate) fn fit(
 ) -> Result<FitReport> {
     let kappa = rule.resolve(config.features, prep.n())?;
     let sqrt_d = prep.sqrt_d();
-    let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
+    let search = maximize_parallel(&config.search.lengthscale, "lengthscale", |t| {
         let at = elbo_at(
             prep,
             config,

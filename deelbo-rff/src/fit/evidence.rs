@@ -16,7 +16,7 @@ use crate::fit::prepared::Prepared;
 use crate::fit::report::FitReport;
 use crate::hyper::HyperObjective;
 use crate::model::WeightCovariance;
-use crate::search::maximize;
+use crate::search::maximize_parallel;
 use crate::spectrum::Spectrum;
 
 pub(crate) fn fit(
@@ -26,7 +26,7 @@ pub(crate) fn fit(
     progress: &mut dyn FnMut(usize),
 ) -> Result<FitReport> {
     let sqrt_d = prep.sqrt_d();
-    let search = maximize(&config.search.lengthscale, "lengthscale", |t| {
+    let search = maximize_parallel(&config.search.lengthscale, "lengthscale", |t| {
         let phi = prep
             .features
             .matrix(prep.x.view(), &Lengthscale::Isotropic(t.exp() * sqrt_d))?;

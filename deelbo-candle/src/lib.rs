@@ -30,6 +30,31 @@
 //!
 //! CPU only by default; the `cuda` feature forwards to candle's CUDA backend (needs nvcc).
 //!
+//! ## Same seed, same bits, at any thread count (CPU)
+//!
+//! deelbo's own reductions here (squared distances, `sum g eps`, the clipping norm) use the
+//! core's fixed 4096-term chunks, never a split by thread count. The candle 0.11 CPU kernels a
+//! training step runs are thread-count invariant as well, read from their sources and checked
+//! by `deelbo-transfer/tests/thread_count.rs` (children at `RAYON_NUM_THREADS` = 1, 2, 3 give
+//! the same bits for matmuls over gemm's regimes, conv2d forward and backward, four steps of the
+//! transfer `Trainer` for the MLP and the conv net, MAP and DE-ELBO, and a shortened
+//! pretraining + `train_run`):
+//!
+//! - matmul: candle's `MatMul` calls `gemm::gemm` with `Parallelism::Rayon(get_num_threads())`
+//!   (or `None` at one thread). gemm-common 0.19 blocks the depth `k` by a `kc` derived from
+//!   the cache sizes and the shape only, and the threads split the output into tiles, each tile
+//!   summed over `k` by one thread in the same order; what depends on the thread count (the
+//!   threading threshold, the lhs packing threshold, the column block `nc`) changes copies and
+//!   tiling, not the arithmetic of any output element.
+//! - conv2d (tiled im2col): parallel over batch items, tiles and output channels; every output
+//!   element is one gemm dot product written by one thread. Its backward is conv2d /
+//!   conv_transpose2d again.
+//! - element-wise ops: candle's barrier pool splits them into fixed 16K-element units.
+//! - reductions (`sum_keepdim`, `max_keepdim`, batch-norm statistics, log-softmax): sequential.
+//!
+//! Not checked: bits across CPUs (gemm dispatches its microkernel on the instruction set, e.g.
+//! AVX2 or AVX-512). A candle upgrade that breaks the invariance fails the test.
+//!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use deelbo_candle::{BlockSpec, VariationalModel, elbo_loss};

@@ -119,6 +119,8 @@ pub struct ParamTensor {
     pub prior_mean: Option<Tensor>,
     /// Flat index of the tensor's first element within its block.
     pub offset: u64,
+    /// The tensor's noise buffer, reused by every fused sample of it (shared by clones).
+    pub(crate) noise: Arc<crate::fused::NoiseBuffer>,
 }
 
 /// A block of a [`crate::VariationalModel`]: tensors sharing one prior.
@@ -206,6 +208,7 @@ impl VariationalBlock {
                 mean,
                 prior_mean,
                 offset,
+                noise: Arc::default(),
             });
             offset += init.elem_count() as u64;
         }

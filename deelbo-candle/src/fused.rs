@@ -7,13 +7,21 @@
 //!   backward `dL/dm_i = g_i`, `dL/dsigma = sum_i g_i eps_i` (summed in `f64`, deterministic
 //!   order). The forward pass keeps its `eps` (4 bytes per weight) for the backward pass: on the
 //!   CPU the Philox + Box–Muller transform (~18 ns per value) costs more than that memory;
-//!   if the cache is absent the backward regenerates `eps` from the same counters.
+//!   if the cache is absent the backward regenerates `eps` from the same counters. With a
+//!   [`NoiseBuffer`] ([`reparameterize_buffered`], what [`crate::VariationalModel`] uses) the
+//!   noise goes into one buffer per tensor that lives across steps instead of a fresh
+//!   allocation per step (candle frees the step's graph, glibc hands the pages back, and the
+//!   next step faults them in again); the buffer is tagged with the `(key, first, len)` it
+//!   holds, and a backward whose forward's noise was overwritten since (another sample drawn
+//!   in between) regenerates it, so the bits never depend on the reuse.
 //! - [`squared_distance`]: `M = ||m - mu||^2` (or `||m||^2`) as an `f64` scalar from
 //!   `deelbo_core::ParamBlock::squared_distance` / `sum_squares` (chunked `f64` sums with
 //!   compensation, the same bits as the core); backward `dM/dm = 2 (m - mu)`.
 //!
 //! Both need contiguous CPU tensors; [`crate::VariationalModel`] falls back to composite candle
 //! ops (the reference path, also used on other devices).
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use deelbo_core::{CompensatedSum, REDUCTION_CHUNK, REDUCTION_LANES, deterministic_sum};
@@ -48,11 +56,64 @@ fn core_err(e: deelbo_core::CoreError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
+/// A tensor's noise `eps`, reused by every [`reparameterize_buffered`] of that tensor: the
+/// forward writes it, the backward reads it when it still holds that forward's noise.
+#[derive(Debug, Default)]
+pub struct NoiseBuffer {
+    slot: Mutex<NoiseSlot>,
+}
+
+#[derive(Debug, Default)]
+struct NoiseSlot {
+    /// `(key, first, len)` of the noise in `eps`; `None` before the first fill.
+    tag: Option<(NoiseKey, u64, usize)>,
+    eps: Vec<f32>,
+}
+
+impl NoiseBuffer {
+    fn lock(&self) -> MutexGuard<'_, NoiseSlot> {
+        // A panic while filling leaves at worst a stale tag-less slot: usable.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where the forward keeps `eps` for the backward.
+enum NoiseCache {
+    /// Owned by this op (one allocation per op).
+    Own(std::sync::OnceLock<Vec<f32>>),
+    /// A buffer shared across steps.
+    Shared(Arc<NoiseBuffer>),
+}
+
 /// `w = m + sigma eps` (arg1 = mean, arg2 = scalar sigma).
 struct Reparameterize {
     key: NoiseKey,
     first: u64,
-    eps: std::sync::OnceLock<Vec<f32>>,
+    cache: NoiseCache,
+}
+
+fn reparameterize_storage(
+    s1: &CpuStorage,
+    l1: &Layout,
+    sigma: f64,
+    eps: &[f32],
+    name: &'static str,
+) -> candle_core::Result<CpuStorage> {
+    Ok(match s1 {
+        CpuStorage::F32(v) => {
+            CpuStorage::F32(reparameterize_with(contiguous(v, l1, "mean")?, sigma, eps))
+        }
+        CpuStorage::F64(v) => {
+            CpuStorage::F64(reparameterize_with(contiguous(v, l1, "mean")?, sigma, eps))
+        }
+        other => {
+            use candle_core::backend::BackendStorage;
+            return Err(candle_core::Error::UnsupportedDTypeForOp(
+                other.dtype(),
+                name,
+            ));
+        }
+    })
 }
 
 /// `w_i = m_i + s eps_i` with `s` rounded to `T` (the core's rounding order: product, then sum).
@@ -77,25 +138,28 @@ impl CustomOp2 for Reparameterize {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sigma = scalar(s2, l2, "sigma")?;
-        let mut eps = vec![0.0f32; l1.shape().elem_count()];
-        fill_normals(self.key, self.first, &mut eps);
-        let out = match s1 {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(reparameterize_with(contiguous(v, l1, "mean")?, sigma, &eps))
+        let len = l1.shape().elem_count();
+        let out = match &self.cache {
+            NoiseCache::Own(cell) => {
+                let mut eps = vec![0.0f32; len];
+                fill_normals(self.key, self.first, &mut eps);
+                let out = reparameterize_storage(s1, l1, sigma, &eps, self.name())?;
+                // A second forward of the same op value would store identical noise; ignore it.
+                let _ = cell.set(eps);
+                out
             }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(reparameterize_with(contiguous(v, l1, "mean")?, sigma, &eps))
-            }
-            other => {
-                use candle_core::backend::BackendStorage;
-                return Err(candle_core::Error::UnsupportedDTypeForOp(
-                    other.dtype(),
-                    self.name(),
-                ));
+            NoiseCache::Shared(buffer) => {
+                let mut slot = buffer.lock();
+                let tag = (self.key, self.first, len);
+                if slot.tag != Some(tag) {
+                    slot.tag = None;
+                    slot.eps.resize(len, 0.0);
+                    fill_normals(self.key, self.first, &mut slot.eps);
+                    slot.tag = Some(tag);
+                }
+                reparameterize_storage(s1, l1, sigma, &slot.eps, self.name())?
             }
         };
-        // A second forward of the same op value would store identical noise; ignore it.
-        let _ = self.eps.set(eps);
         Ok((out, l1.shape().clone()))
     }
 
@@ -106,15 +170,23 @@ impl CustomOp2 for Reparameterize {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g_sigma = grad
-            .contiguous()?
-            .apply_op1_no_bwd(&NoiseDot {
+        let grad_c = grad.contiguous()?;
+        let dot = |cached: Option<&[f32]>| {
+            grad_c.apply_op1_no_bwd(&NoiseDot {
                 key: self.key,
                 first: self.first,
-                cached: self.eps.get().map(Vec::as_slice),
-            })?
-            .to_dtype(sigma.dtype())?
-            .reshape(sigma.shape())?;
+                cached,
+            })
+        };
+        let g_sigma = match &self.cache {
+            NoiseCache::Own(cell) => dot(cell.get().map(Vec::as_slice))?,
+            NoiseCache::Shared(buffer) => {
+                let slot = buffer.lock();
+                let mine = slot.tag == Some((self.key, self.first, grad.elem_count()));
+                dot(mine.then_some(slot.eps.as_slice()))?
+            }
+        };
+        let g_sigma = g_sigma.to_dtype(sigma.dtype())?.reshape(sigma.shape())?;
         Ok((Some(grad.clone()), Some(g_sigma)))
     }
 }
@@ -247,7 +319,11 @@ impl CustomOp2 for SquaredDistance {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok((Some(mean.sub(prior)?.affine(2.0 * g, 0.0)?), None))
+        // On detached inputs: the gradient must not hold the means' graph.
+        Ok((
+            Some(mean.detach().sub(&prior.detach())?.affine(2.0 * g, 0.0)?),
+            None,
+        ))
     }
 }
 
@@ -281,7 +357,7 @@ impl CustomOp1 for SumSquares {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(Some(mean.affine(2.0 * g, 0.0)?))
+        Ok(Some(mean.detach().affine(2.0 * g, 0.0)?))
     }
 }
 
@@ -294,7 +370,27 @@ pub fn reparameterize(mean: &Tensor, sigma: &Tensor, key: NoiseKey, first: u64) 
         Reparameterize {
             key,
             first,
-            eps: std::sync::OnceLock::new(),
+            cache: NoiseCache::Own(std::sync::OnceLock::new()),
+        },
+    )?)
+}
+
+/// [`reparameterize`] with `eps` written into `buffer` (reused across calls, no allocation once
+/// it has the tensor's size) instead of a fresh vector. Same bits: the backward uses the
+/// buffer only while it still holds this call's noise and regenerates it otherwise.
+pub fn reparameterize_buffered(
+    mean: &Tensor,
+    sigma: &Tensor,
+    key: NoiseKey,
+    first: u64,
+    buffer: &Arc<NoiseBuffer>,
+) -> Result<Tensor> {
+    Ok(mean.apply_op2(
+        sigma,
+        Reparameterize {
+            key,
+            first,
+            cache: NoiseCache::Shared(buffer.clone()),
         },
     )?)
 }
@@ -329,6 +425,76 @@ pub fn sum_squares_f64(t: &Tensor) -> Result<f64> {
 mod tests {
     use super::*;
     use deelbo_core::normal_at;
+
+    fn bits(t: &Tensor) -> Vec<u64> {
+        let t = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+        t.to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    /// `(w, dL/dm, dL/dsigma)` for `L = sum(w * c)`, from a forward built by `draw`.
+    fn value_and_grads(
+        mean: &candle_core::Var,
+        sigma: &candle_core::Var,
+        w: &Tensor,
+    ) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+        let c = Tensor::arange(0f32, w.elem_count() as f32, w.device())
+            .unwrap()
+            .reshape(w.shape())
+            .unwrap()
+            .to_dtype(w.dtype())
+            .unwrap();
+        let g = w.mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            bits(w),
+            bits(g.get(mean.as_tensor()).unwrap()),
+            bits(g.get(sigma.as_tensor()).unwrap()),
+        )
+    }
+
+    #[test]
+    fn the_reused_noise_buffer_gives_the_fresh_ops_bits_even_when_overwritten() {
+        use candle_core::{Device, Var};
+        let dev = Device::Cpu;
+        let buffer = Arc::new(NoiseBuffer::default());
+        for (len, dtype) in [
+            (5000usize, DType::F32),
+            (37, DType::F64),
+            (5000, DType::F64),
+        ] {
+            let m0: Vec<f32> = (0..len)
+                .map(|i| normal_at(NoiseKey::new(1, 1), i as u64))
+                .collect();
+            let mean = Var::from_tensor(
+                &Tensor::from_vec(m0, len, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let sigma = Var::from_tensor(&Tensor::new(0.3f64, &dev).unwrap()).unwrap();
+            let (ka, kb) = (NoiseKey::new(7, 1), NoiseKey::new(7, 2));
+            let fresh = |k| {
+                let w = reparameterize(mean.as_tensor(), sigma.as_tensor(), k, 11).unwrap();
+                value_and_grads(&mean, &sigma, &w)
+            };
+            let buffered = |k| {
+                reparameterize_buffered(mean.as_tensor(), sigma.as_tensor(), k, 11, &buffer)
+                    .unwrap()
+            };
+            // Forward and backward in turn: the buffer holds the op's own noise.
+            let wa = buffered(ka);
+            assert_eq!(value_and_grads(&mean, &sigma, &wa), fresh(ka), "len {len}");
+            // Step b's forward overwrites the buffer before step a's backward: a regenerates.
+            let wa = buffered(ka);
+            let wb = buffered(kb);
+            assert_eq!(value_and_grads(&mean, &sigma, &wa), fresh(ka), "len {len}");
+            assert_eq!(value_and_grads(&mean, &sigma, &wb), fresh(kb), "len {len}");
+        }
+    }
 
     #[test]
     fn the_slice_noise_dot_is_the_cores_deterministic_sum_bit_for_bit() {

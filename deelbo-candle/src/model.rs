@@ -352,7 +352,7 @@ impl VariationalModel {
             t.mean.as_detached_tensor()
         };
         Ok(if self.fused {
-            crate::fused::reparameterize(&m, sigma, key, t.offset)?
+            crate::fused::reparameterize_buffered(&m, sigma, key, t.offset, &t.noise)?
         } else {
             let eps = self.noise(key, t.offset, &m)?;
             // w = m + (sigma eps): product then sum, each rounded in the model dtype.

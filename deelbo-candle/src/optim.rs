@@ -129,8 +129,14 @@ impl NesterovSgd {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     continue;
                 };
+                // Detached: a leaf's gradient can carry candle ops on tracked tensors (e.g.
+                // `h^T grad` of a layer's weight, with `h` computed from the weights), and a
+                // momentum buffer built on it would keep that step's whole graph alive, and
+                // through `b <- mu b + g` every earlier step's: ~2.5 MB per step for the
+                // transfer MLP, all faulted in as fresh pages.
+                let g = g.detach();
                 let g = if scale == 1.0 {
-                    g.clone()
+                    g
                 } else {
                     g.affine(scale, 0.0)?
                 };

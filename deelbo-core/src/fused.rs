@@ -468,12 +468,18 @@ fn sample_in_place(buf: &mut [f32], m: &[f32], scale: Scale<'_>) {
 pub const STREAMING_STORE_MIN_LEN: usize = 1 << 22;
 
 /// How the fused forward writes the sample `w` (the values are the same bits either way).
+///
+/// The default is [`SampleStores::Regular`]: the forward is bound by the noise arithmetic, which
+/// hides the extra read of ordinary stores, while streaming stores stall it. Measured with
+/// `deelbo-bench/scripts/cpu-results.sh` (2 threads, fused forward, regular / streaming ms):
+/// AVX2 on a Zen 3 VM 51.4 / 55.1 at 2.5e7 weights and 194.3 / 190.8 at 1e8; AVX-512 on a Xeon VM
+/// 23.0 / 24.5 and 87.8 / 96.8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SampleStores {
     /// Streaming stores from [`STREAMING_STORE_MIN_LEN`] weights on, ordinary ones below.
-    #[default]
     Auto,
     /// Ordinary stores (the line is read for ownership, then written back).
+    #[default]
     Regular,
     /// Non-temporal streaming stores (`movntps` on x86-64; ordinary stores elsewhere).
     Streaming,
@@ -664,7 +670,7 @@ pub fn forward_on(
 ) -> Result<ForwardStats> {
     forward_with_stores(
         isa,
-        SampleStores::Auto,
+        SampleStores::default(),
         mean,
         prior_mean,
         scale,

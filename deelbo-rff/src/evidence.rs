@@ -187,6 +187,20 @@ pub const RATIO_SEARCH: GridSearch = GridSearch {
     tolerance: 1e-6,
 };
 
+/// What the 1-D search of [`maximize_evidence`] climbs: the evidence at `rho = e^t` with the
+/// noise profiled out, `s_n^2 = Q(rho)/N` clamped to the bounds and `tau = rho s_n^2`, from a
+/// [`Spectrum`] or from a tridiagonal reduction ([`crate::tridiagonal::TridiagonalProfile`]).
+pub trait EvidenceProfile {
+    /// The profiled evidence at `ln rho = ln_ratio`.
+    fn profile(&self, ln_ratio: f64, bounds: &NoiseBounds) -> EvidenceOptimum;
+}
+
+impl EvidenceProfile for Spectrum {
+    fn profile(&self, ln_ratio: f64, bounds: &NoiseBounds) -> EvidenceOptimum {
+        profile_evidence(self, ln_ratio, bounds)
+    }
+}
+
 /// The profiled evidence at `rho = e^t`: noise `s_n^2 = Q(rho)/N` clamped to the bounds,
 /// `tau = rho s_n^2`.
 pub fn profile_evidence(
@@ -209,11 +223,14 @@ pub fn profile_evidence(
 }
 
 /// Maximize the log evidence over `(tau, s_n^2)` for a fixed Gram matrix by the 1-D profile
-/// search over `ln rho` ([`RATIO_SEARCH`]).
-pub fn maximize_evidence(spectrum: &Spectrum, bounds: &NoiseBounds) -> Result<EvidenceOptimum> {
+/// search over `ln rho` ([`RATIO_SEARCH`]), on a [`Spectrum`] or any [`EvidenceProfile`].
+pub fn maximize_evidence<P: EvidenceProfile + ?Sized>(
+    profile: &P,
+    bounds: &NoiseBounds,
+) -> Result<EvidenceOptimum> {
     bounds.validate()?;
     let r = maximize(&RATIO_SEARCH, "signal-to-noise ratio", |t| {
-        let o = profile_evidence(spectrum, t, bounds);
+        let o = profile.profile(t, bounds);
         Ok((o.log_evidence, o))
     })?;
     Ok(r.payload)

@@ -30,7 +30,10 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use crate::error::{Result, RffError};
 use crate::evidence::LN_2PI;
 use crate::features::{Lengthscale, RffFeatures};
-use crate::linalg::{cholesky, inverse_from_cholesky, matmul_parallel, solve_lower_in_place};
+use crate::linalg::{
+    cholesky_in_place, inverse_in_place, matmul_parallel, matmul_parallel_columns, matvec,
+    solve_lower_in_place,
+};
 use crate::parallel::BLOCK_ROWS;
 
 /// The family of the variational posterior `q(w)`.
@@ -172,39 +175,38 @@ impl<'a> HyperProblem<'a> {
             let mut c = crate::linalg::gram_rows(phi.view())?;
             c *= tau;
             c.diag_mut().mapv_inplace(|v| v + s2e);
-            let ch = cholesky("the covariance tau Phi Phi^T + s_n^2 I", &c)?;
+            let ch = cholesky_in_place("the covariance tau Phi Phi^T + s_n^2 I", c)?;
             jitter = ch.jitter;
             let mut alpha = self.y.to_owned().insert_axis(Axis(1));
             solve_lower_in_place(&ch.lower, &mut alpha, false)?;
             let z_sq: f64 = alpha.iter().map(|v| v * v).sum();
             solve_lower_in_place(&ch.lower, &mut alpha, true)?;
             let alpha = alpha.remove_axis(Axis(1));
-            mean = phi.t().dot(&alpha) * tau;
+            mean = matvec(phi.view(), true, alpha.view())? * tau;
             if family.is_none() {
                 let log_det: f64 = 2.0 * ch.lower.diag().iter().map(|v| v.ln()).sum::<f64>();
                 evidence_value = -0.5 * (nf * LN_2PI + log_det + z_sq);
                 if gradient {
                     // S = tau I - tau^2 Phi^T C^-1 Phi, so Phi S = tau Phi - tau^2 K C^-1 Phi,
                     // and tr S = tau R - tau^2 tr(C^-1 K) = tau R - tau (N - s_n^2 tr C^-1).
-                    let ci = inverse_from_cholesky(&ch.lower)?;
+                    let ci = inverse_in_place(ch.lower)?;
                     let tr_ci: f64 = ci.diag().sum();
                     trace_s = tau * rf - tau * (nf - s2 * tr_ci);
                     // With K C^-1 = (I - s_n^2 C^-1)/tau: Phi S = tau s_n^2 C^-1 Phi.
-                    phi_s = Some(matmul_parallel(
+                    phi_s = Some(matmul_parallel_columns(
                         tau * s2,
                         ci.view(),
                         false,
                         phi.view(),
-                        false,
                     )?);
                 }
             }
         } else {
             let g = crate::spectrum::gram_of_columns(phi.view())?;
-            let cvec = phi.t().dot(&self.y);
+            let cvec = matvec(phi.view(), true, self.y)?;
             let mut a = &g / s2e;
             a.diag_mut().mapv_inplace(|v| v + 1.0 / tau);
-            let ch = cholesky("the posterior precision Phi^T Phi/s_n^2 + I/tau", &a)?;
+            let ch = cholesky_in_place("the posterior precision Phi^T Phi/s_n^2 + I/tau", a)?;
             jitter = ch.jitter;
             let mut mm = (&cvec / s2e).insert_axis(Axis(1));
             solve_lower_in_place(&ch.lower, &mut mm, false)?;
@@ -219,13 +221,13 @@ impl<'a> HyperProblem<'a> {
                         + log_det_a
                         + (yy - cvec.dot(&mean)) / s2);
                 if gradient {
-                    let s = inverse_from_cholesky(&ch.lower)?;
+                    let s = inverse_in_place(ch.lower)?;
                     trace_s = s.diag().sum();
                     phi_s = Some(matmul_parallel(1.0, phi.view(), false, s.view(), false)?);
                 }
             }
         }
-        let fitted = phi.dot(&mean);
+        let fitted = matvec(phi.view(), false, mean.view())?;
         let resid = &self.y - &fitted;
         let rr: f64 = resid.dot(&resid);
         let mm: f64 = mean.dot(&mean);

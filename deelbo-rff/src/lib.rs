@@ -11,6 +11,7 @@
 //! | [`data`] | validated data sets, standardization |
 //! | [`features`] | seeded RBF random Fourier features, the exact RBF kernel |
 //! | [`spectrum`] | the Gram eigendecomposition that makes every evaluation `O(min(N, R))` |
+//! | [`tridiagonal`] | the `N x N` evidence from one tridiagonal reduction (the lengthscale search when `N <= R`) |
 //! | [`trig`] | branch-free vectorizable `cos`/`sin` for the feature phases |
 //! | [`evidence`] | exact log evidence (Cholesky, `N x N` or `R x R`), posterior, type-II ML |
 //! | [`elbo`] | the closed-form (DE-)ELBO, its coordinate updates, the envelope gradient |
@@ -50,6 +51,7 @@ pub mod optimize;
 pub mod parallel;
 pub mod search;
 pub mod spectrum;
+pub mod tridiagonal;
 pub mod trig;
 
 pub use data::{Dataset, Standardizer};

@@ -190,3 +190,78 @@ fn cholesky_failure_is_a_typed_error() {
         Err(RffError::Core(deelbo_core::CoreError::NonPositive { .. }))
     ));
 }
+
+#[test]
+fn the_tridiagonal_profile_gives_the_dense_evidence_and_the_spectral_optimum() {
+    use deelbo_rff::evidence::EvidenceProfile;
+    use deelbo_rff::tridiagonal::TridiagonalProfile;
+    // N <= R, the form the lengthscale search uses it in; and one N > R (still exact, just
+    // not the cheaper choice there).
+    for &(n, r, d) in &[
+        (15usize, 64usize, 1usize),
+        (40, 40, 3),
+        (33, 200, 2),
+        (50, 20, 2),
+    ] {
+        let (x, y) = data(n, d, 100 + n as u64);
+        let f = RffFeatures::new(11, r, d).unwrap();
+        let phi = f.matrix(x.view(), &Lengthscale::Isotropic(0.8)).unwrap();
+        let tri = TridiagonalProfile::of_features(phi.view(), y.view()).unwrap();
+        // At tau/s_n^2 = 1e10 every method (dense, spectral, Cholesky) is off by ~1e-6 relative
+        // (the condition number), so that point gets a looser bar.
+        for &(tau, s2, tol) in &[
+            (1.0, 0.05, 1e-8),
+            (0.3, 1.2, 1e-8),
+            (5.0, 1e-3, 1e-8),
+            (50.0, 1e-4, 1e-7),
+            (1e4, 1e-6, 1e-5),
+        ] {
+            let reference = dense_reference(&phi, &y, tau, s2);
+            let ours = tri.log_evidence(tau, s2);
+            assert!(
+                (ours - reference).abs() < tol * (1.0 + reference.abs()),
+                "N={n} R={r} tau={tau} s2={s2}: {ours} vs {reference}"
+            );
+        }
+        // The profile search lands where the eigendecomposition's does.
+        let spectrum = Spectrum::of_features(phi.view(), y.view()).unwrap();
+        let bounds = NoiseBounds::default();
+        let a = maximize_evidence(&tri, &bounds).unwrap();
+        let b = maximize_evidence(&spectrum, &bounds).unwrap();
+        assert!(
+            (a.log_evidence - b.log_evidence).abs() < 1e-9 * (1.0 + b.log_evidence.abs()),
+            "N={n}: {} vs {}",
+            a.log_evidence,
+            b.log_evidence
+        );
+        assert!(
+            (a.tau / b.tau - 1.0).abs() < 1e-4,
+            "N={n}: tau {} vs {}",
+            a.tau,
+            b.tau
+        );
+        assert!((a.noise_variance / b.noise_variance - 1.0).abs() < 1e-4);
+        // And each profiled point equals the spectral one, up to huge signal-to-noise ratios
+        // where N <= R (for N > R, K is singular and its rounded null space, times rho = 1e10,
+        // moves the tridiagonal value by ~2e-7 relative: the search uses it only for N <= R).
+        let top = if n <= r { 23.0 } else { 16.0 };
+        for t in [-10.0, 0.0, 8.0, top] {
+            let (p, q) = (tri.profile(t, &bounds), spectrum.profile(t, &bounds));
+            assert!(
+                (p.log_evidence - q.log_evidence).abs() < 1e-7 * (1.0 + q.log_evidence.abs()),
+                "N={n} ln rho={t}: {} vs {}",
+                p.log_evidence,
+                q.log_evidence
+            );
+        }
+    }
+    // Zero targets: no energy, the noise at its lower bound, a finite evidence.
+    let (x, _) = data(10, 1, 9);
+    let f = RffFeatures::new(1, 32, 1).unwrap();
+    let phi = f.matrix(x.view(), &Lengthscale::Isotropic(0.5)).unwrap();
+    let zeros = Array1::zeros(10);
+    let tri = TridiagonalProfile::of_features(phi.view(), zeros.view()).unwrap();
+    let o = maximize_evidence(&tri, &NoiseBounds::default()).unwrap();
+    assert!(o.log_evidence.is_finite());
+    assert!(TridiagonalProfile::of_features(phi.view(), Array1::zeros(9).view()).is_err());
+}

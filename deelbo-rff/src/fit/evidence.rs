@@ -18,6 +18,7 @@ use crate::hyper::HyperObjective;
 use crate::model::WeightCovariance;
 use crate::search::maximize_parallel;
 use crate::spectrum::Spectrum;
+use crate::tridiagonal::TridiagonalProfile;
 
 pub(crate) fn fit(
     prep: &Prepared,
@@ -30,8 +31,14 @@ pub(crate) fn fit(
         let phi = prep
             .features
             .matrix(prep.x.view(), &Lengthscale::Isotropic(t.exp() * sqrt_d))?;
-        let spectrum = Spectrum::values_of_features(phi.view(), prep.y.view())?;
-        let opt = maximize_evidence(&spectrum, &config.noise)?;
+        // The same profiled evidence either way; the tridiagonal form skips the eigenvectors.
+        let opt = if phi.nrows() <= phi.ncols() {
+            let tri = TridiagonalProfile::of_features(phi.view(), prep.y.view())?;
+            maximize_evidence(&tri, &config.noise)?
+        } else {
+            let spectrum = Spectrum::values_of_features(phi.view(), prep.y.view())?;
+            maximize_evidence(&spectrum, &config.noise)?
+        };
         Ok((opt.log_evidence, ()))
     })?;
     let mut evaluations = search.evaluations;

@@ -3,6 +3,7 @@
 //! A thin dispatcher: one module per command. Exit codes: 0 success, 1 runtime error (bad file,
 //! bad data, failed fit), 2 usage error (clap).
 
+mod allocator;
 mod csv_data;
 mod demo;
 mod kappa;
@@ -49,8 +50,14 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
-        Command::Rff(args) => rff::run(&args),
+        Command::Demo(args) => {
+            allocator::keep_freed_blocks();
+            demo::run(&args)
+        }
+        Command::Rff(args) => {
+            allocator::keep_freed_blocks();
+            rff::run(&args)
+        }
         Command::Kappa(args) => kappa::run(&args),
         Command::Finetune(args) => transfer::run_finetune_command(&args),
         Command::Experiment(args) => transfer::run_experiment_command(&args),

@@ -407,6 +407,52 @@ fn accumulate_on(isa: InstructionSet, lanes: &mut Lanes, a: &[f32], b: &[f32], t
     accumulate_tail(lanes, &a[done..], &b[done..], f);
 }
 
+/// `sum_i a_i b_i` of `f32` inputs, each product formed exactly in `f64`, in the crate's
+/// reduction order (lanes of 8 inside chunks of [`crate::REDUCTION_CHUNK`], chunk partials
+/// compensated): bit for bit
+/// `deterministic_sum(a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)))`, with the
+/// fused step's AVX-512/AVX2 lanes when the CPU has them (the portable loop otherwise; the
+/// compiler does not vectorize the `f32 -> f64` lanes on a baseline x86-64 target). For
+/// `dL/dsigma = sum_i g_i eps_i` of a reparameterized block.
+///
+/// # Formula
+/// `sum_c P_c` (Neumaier, in chunk order), `P_c = ((l_0 + l_1) + (l_2 + l_3)) + ((l_4 + l_5)
+/// + (l_6 + l_7))`, `l_r = sum_{i in c, i = r mod 8} a_i b_i` (in order).
+///
+/// # Errors
+/// [`CoreError::LengthMismatch`] when `a` and `b` differ in length.
+pub fn dot_f64(a: &[f32], b: &[f32]) -> Result<f64> {
+    dot_f64_on(InstructionSet::detected(), a, b)
+}
+
+/// [`dot_f64`] on a chosen instruction set (one of [`InstructionSet::available`]): the same
+/// bits on every path.
+///
+/// # Formula
+/// As [`dot_f64`].
+///
+/// # Errors
+/// [`CoreError::LengthMismatch`] when `a` and `b` differ in length.
+pub fn dot_f64_on(isa: InstructionSet, a: &[f32], b: &[f32]) -> Result<f64> {
+    if a.len() != b.len() {
+        return Err(CoreError::LengthMismatch {
+            name: "second factor of a dot product".to_string(),
+            expected: a.len(),
+            found: b.len(),
+        });
+    }
+    let mut total = crate::CompensatedSum::default();
+    for (x, y) in a
+        .chunks(crate::REDUCTION_CHUNK)
+        .zip(b.chunks(crate::REDUCTION_CHUNK))
+    {
+        let mut lanes = Lanes::ZERO;
+        add_dot(isa, &mut lanes, x, y);
+        total.add(lanes.total());
+    }
+    Ok(total.value())
+}
+
 /// `lanes[i % LANES] += (m_i - mu_i)^2` in `f64`.
 #[inline(always)]
 fn add_sq_dist(isa: InstructionSet, lanes: &mut Lanes, m: &[f32], mu: &[f32]) {

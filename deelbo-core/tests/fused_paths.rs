@@ -240,3 +240,32 @@ fn forward_with_streaming_stores_equals_naive() {
         }
     }
 }
+
+#[test]
+fn the_dot_is_the_deterministic_sum_of_exact_products_on_every_path() {
+    let paths = InstructionSet::available();
+    for &len in &[
+        0usize,
+        1,
+        7,
+        8,
+        9,
+        517,
+        REDUCTION_CHUNK,
+        REDUCTION_CHUNK + 1,
+        3 * REDUCTION_CHUNK + 13,
+    ] {
+        // Magnitudes far apart, so a different order or an f32 product would change the bits.
+        let a = data(len, 11, 1e3);
+        let b = data(len, 12, 1e-2);
+        let want = deelbo_core::deterministic_sum(
+            a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)),
+        );
+        for &isa in &paths {
+            let got = fused::dot_f64_on(isa, &a, &b).unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "len {len} on {}", isa.name());
+        }
+        assert_eq!(fused::dot_f64(&a, &b).unwrap().to_bits(), want.to_bits());
+    }
+    assert!(fused::dot_f64(&[1.0, 2.0], &[1.0]).is_err());
+}

@@ -792,6 +792,53 @@ pub fn eigh(name: &str, a: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
     Ok((w, et.reversed_axes().as_standard_layout().into_owned()))
 }
 
+/// `dsytrd` (lower, column-major; the row-major symmetric buffer `buf`, `n x n`, `n >= 1`,
+/// overwritten by the reflectors): the diagonal `d` (`n`), the off-diagonal `e` and the reflector
+/// scalars `tau` (`n - 1` each, at least one entry for LAPACK).
+///
+/// # Formula
+/// `A = Q T Q^T`, `T` tridiagonal with diagonal `d` and off-diagonal `e`,
+/// `Q = H(1) ... H(n-1)`, `H(i) = I - tau_i v_i v_i^T`.
+fn tridiagonal_reduction(
+    name: &str,
+    buf: &mut [f64],
+    n: usize,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let ni = dim(name, n)?;
+    let uplo = b'L' as c_char;
+    let mut d = vec![0.0f64; n];
+    let mut e = vec![0.0f64; n.saturating_sub(1).max(1)];
+    let mut tau = vec![0.0f64; n.saturating_sub(1).max(1)];
+    if buf.len() != n * n {
+        return Err(RffError::Shape {
+            name: format!("{name} (n x n values)"),
+            expected: n * n,
+            found: buf.len(),
+        });
+    }
+    with_workspace(name, "dsytrd", "failed", |work, lw, _, _| {
+        let mut info: c_int = 0;
+        // SAFETY: an n x n buffer (checked), d (n), e and tau (n - 1, at least 1); `work` holds
+        // at least `lw` entries.
+        unsafe {
+            lapack_sys::dsytrd_(
+                &uplo,
+                &ni,
+                buf.as_mut_ptr(),
+                &ni,
+                d.as_mut_ptr(),
+                e.as_mut_ptr(),
+                tau.as_mut_ptr(),
+                work.as_mut_ptr(),
+                &lw,
+                &mut info,
+            );
+        }
+        info
+    })?;
+    Ok((d, e, tau))
+}
+
 /// Eigenvalues (ascending) of a symmetric `a` (`n x n`) and the projections `E^T v` of a vector
 /// on its eigenvectors, without forming `E`: `dsytrd` reduces `a = Q T Q^T`, `dormtr` applies
 /// `Q^T` to `v` alone, and `dstevd` (the divide and conquer of [`eigh`]'s `dsyevd`) gives
@@ -823,28 +870,7 @@ pub fn eigh_projected(name: &str, a: &Array2<f64>, v: &[f64]) -> Result<(Vec<f64
     let ni = dim(name, n)?;
     let one: c_int = 1;
     let uplo = b'L' as c_char;
-    let mut d = vec![0.0f64; n];
-    let mut e = vec![0.0f64; n.saturating_sub(1).max(1)];
-    let mut tau = vec![0.0f64; n.saturating_sub(1).max(1)];
-    with_workspace(name, "dsytrd", "failed", |work, lw, _, _| {
-        let mut info: c_int = 0;
-        // SAFETY: an n x n buffer, d (n), e and tau (n - 1); `work` holds at least `lw` entries.
-        unsafe {
-            lapack_sys::dsytrd_(
-                &uplo,
-                &ni,
-                buf.as_mut_ptr(),
-                &ni,
-                d.as_mut_ptr(),
-                e.as_mut_ptr(),
-                tau.as_mut_ptr(),
-                work.as_mut_ptr(),
-                &lw,
-                &mut info,
-            );
-        }
-        info
-    })?;
+    let (mut d, mut e, tau) = tridiagonal_reduction(name, &mut buf, n)?;
     // Q^T v: the reflectors stored below the diagonal of `buf` (column-major 'L').
     let mut qv = v.to_vec();
     let (side, trans) = (b'L' as c_char, b'T' as c_char);
@@ -971,31 +997,7 @@ pub fn tridiagonalize_toward(
             }
         }
     }
-    let ni = dim(name, n)?;
-    let uplo = b'L' as c_char;
-    let mut d = vec![0.0f64; n];
-    let mut e = vec![0.0f64; n.saturating_sub(1).max(1)];
-    let mut tau = vec![0.0f64; n.saturating_sub(1).max(1)];
-    with_workspace(name, "dsytrd", "failed", |work, lw, _, _| {
-        let mut info: c_int = 0;
-        // SAFETY: an n x n buffer, d (n), e and tau (n - 1, at least 1); `work` holds at least
-        // `lw` entries.
-        unsafe {
-            lapack_sys::dsytrd_(
-                &uplo,
-                &ni,
-                buf.as_mut_ptr(),
-                &ni,
-                d.as_mut_ptr(),
-                e.as_mut_ptr(),
-                tau.as_mut_ptr(),
-                work.as_mut_ptr(),
-                &lw,
-                &mut info,
-            );
-        }
-        info
-    })?;
+    let (d, mut e, _) = tridiagonal_reduction(name, buf, n)?;
     e.truncate(n - 1);
     Ok((d, e))
 }

@@ -211,13 +211,6 @@ fn chunk_dot<T: Copy + Into<f64>>(g: &[T], eps: &[f32]) -> f64 {
     let mut gs = g.chunks_exact(REDUCTION_LANES);
     let mut es = eps.chunks_exact(REDUCTION_LANES);
     for (g8, e8) in (&mut gs).zip(&mut es) {
-        // Fixed-size arrays: no bounds checks, so the eight lanes stay one vector register.
-        let (Ok(g8), Ok(e8)) = (
-            <&[T; REDUCTION_LANES]>::try_from(g8),
-            <&[f32; REDUCTION_LANES]>::try_from(e8),
-        ) else {
-            continue;
-        };
         for r in 0..REDUCTION_LANES {
             l[r] += g8[r].into() * f64::from(e8[r]);
         }
@@ -265,9 +258,8 @@ fn noise_dot<T: Copy + Into<f64>>(
     key: NoiseKey,
     first: u64,
     cached: Option<&[f32]>,
-) -> f64 {
-    // `chunk_dot` cannot fail.
-    noise_dot_by(g, key, first, cached, |g, e| Ok(chunk_dot(g, e))).unwrap_or(f64::NAN)
+) -> deelbo_core::Result<f64> {
+    noise_dot_by(g, key, first, cached, |g, e| Ok(chunk_dot(g, e)))
 }
 
 /// [`noise_dot`] for `f32` gradients, each chunk by the core's vectorized
@@ -301,7 +293,8 @@ impl CustomOp1 for NoiseDot<'_> {
                 self.key,
                 self.first,
                 self.cached,
-            ),
+            )
+            .map_err(core_err)?,
             other => {
                 use candle_core::backend::BackendStorage;
                 return Err(candle_core::Error::UnsupportedDTypeForOp(
@@ -548,8 +541,8 @@ mod tests {
                 })
                 .collect();
             let want = deterministic_sum(partials.into_iter());
-            let cached = noise_dot(&g, key, 5, Some(&eps));
-            let regenerated = noise_dot(&g, key, 5, None);
+            let cached = noise_dot(&g, key, 5, Some(&eps)).unwrap();
+            let regenerated = noise_dot(&g, key, 5, None).unwrap();
             assert_eq!(cached.to_bits(), want.to_bits(), "len {len}");
             assert_eq!(regenerated.to_bits(), want.to_bits(), "len {len}");
             // The vectorized f32 path (the core's dot on this CPU's widest lanes).

@@ -86,8 +86,13 @@ impl TridiagonalProfile {
     pub fn log_evidence(&self, tau: f64, noise_variance: f64) -> f64 {
         let s2 = noise_variance;
         let (log_det, inv11) = self.pivots(tau / s2);
+        self.evidence_from(s2, log_det, self.target_energy * inv11)
+    }
+
+    /// `-1/2 [N ln 2 pi + N ln s_n^2 + ln det(I + rho K) + Q/s_n^2]` from the pivots' results.
+    fn evidence_from(&self, s2: f64, log_det: f64, q: f64) -> f64 {
         let n = self.examples() as f64;
-        -0.5 * (n * LN_2PI + n * s2.ln() + log_det + self.target_energy * inv11 / s2)
+        -0.5 * (n * LN_2PI + n * s2.ln() + log_det + q / s2)
     }
 }
 
@@ -101,7 +106,7 @@ impl EvidenceProfile for TridiagonalProfile {
         EvidenceOptimum {
             tau: rho * s2,
             noise_variance: s2,
-            log_evidence: -0.5 * (n * LN_2PI + n * s2.ln() + log_det + q / s2),
+            log_evidence: self.evidence_from(s2, log_det, q),
         }
     }
 }

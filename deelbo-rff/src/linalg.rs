@@ -453,9 +453,10 @@ pub fn gram_rows(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
 /// `alpha op(A) B` (`m x n`) in fixed blocks of [`PRODUCT_COLUMNS`] output columns, each by
 /// one single-threaded `dgemm` on the crate's threads, written in place. Each block packs only
 /// its own columns of `B`, where [`matmul_parallel`]'s row blocks each repack all of `B`: the
-/// shape for a square `op(A)` times a wide `B` (measured 1.8 against 2.3 ms for
-/// `332 x 332` times `332 x 1024` on 2 cores). The blocks are fixed by the shapes, so the bits
-/// do not depend on the thread count.
+/// shape for a square `op(A)` times a wide `B` (measured in isolation for `332 x 332` times
+/// `332 x 1024` on 2 cores: 1.6-1.8 ms, against 1.8-1.9 with 256-column blocks and 2.2-2.4 with
+/// 64-row blocks). The blocks are fixed by the shapes, so the bits do not depend on the thread
+/// count; at `R = 1024` that is two blocks, i.e. at most two threads.
 ///
 /// # Formula
 /// `C_ij = alpha sum_l op(A)_il B_lj`.

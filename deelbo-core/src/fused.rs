@@ -38,7 +38,7 @@
 //! [`CLAIM_CHUNKS`] whole chunks from a shared queue and store each chunk's partials at its
 //! index, so the result has the same bits for every thread count and every schedule, and the
 //! same bits as the naive multi-pass reductions ([`naive`], through
-//! [`crate::tensor::deterministic_sum`]).
+//! [`crate::reduce::deterministic_sum`]).
 //! Element-wise outputs (`w`, gradients, updates) are identical to the naive versions and, with
 //! `--fmad=false`, to the CUDA kernels.
 //!
@@ -56,28 +56,17 @@
 
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::noise::{InstructionSet, Kernel, NoiseKey, Path, fill_normals_on};
+use crate::noise::{InstructionSet, Kernel, NoiseKey, fill_normals_on};
 use crate::objective::{BlockEvaluation, Objective};
 use crate::posterior::ScaleStats;
 use crate::prior::KlTerms;
-use crate::tensor::{CompensatedSum, Lanes, REDUCTION_LANES as LANES};
-
-use crate::tensor::REDUCTION_CHUNK;
+use crate::reduce::{CompensatedSum, Lanes, REDUCTION_CHUNK, Term, accumulate, accumulate_on};
+pub use crate::reduce::{dot_f64, dot_f64_on};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod element;
-mod simd;
 #[cfg(target_arch = "x86_64")]
 use element::{mean_grad_element, sample_element, sgd_element, sigma_grad_element};
-use simd::Term;
-
-/// The terms of the hot reductions (the intrinsics' enum off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-#[derive(Clone, Copy)]
-enum Term {
-    SqDiff,
-    Product,
-}
 
 /// Bytes a bandwidth-bound forward pass must move per `f32` weight: read `m`, `mu`, write `w`.
 pub const FORWARD_BYTES_PER_WEIGHT: usize = 12;
@@ -359,99 +348,6 @@ fn prefetch(x: &[f32], from: usize) {
 /// The prior mean of a block without one: `m - 0 = m` exactly (also for `-0`), so the formulas
 /// need no second variant.
 static ZEROS: [f32; TILE] = [0.0; TILE];
-
-/// `lanes[i % LANES] += term(a_i, b_i)` for `i` in `0..a.len()`, in order within each lane.
-#[inline(always)]
-fn accumulate(lanes: &mut Lanes, a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) {
-    let b = &b[..a.len()];
-    let (a_groups, a_tail) = a.as_chunks::<LANES>();
-    let (b_groups, b_tail) = b.as_chunks::<LANES>();
-    for (x, y) in a_groups.iter().zip(b_groups) {
-        for l in 0..LANES {
-            lanes.0[l] += term(x[l], y[l]);
-        }
-    }
-    accumulate_tail(lanes, a_tail, b_tail, term);
-}
-
-/// The last `< LANES` terms of a tile: lane `l` gets term `l`.
-#[inline(always)]
-fn accumulate_tail(lanes: &mut Lanes, a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) {
-    for (l, (x, y)) in a.iter().zip(b).enumerate() {
-        lanes.0[l] += term(*x, *y);
-    }
-}
-
-/// [`accumulate`] for the two hot reductions, in intrinsics on the AVX2 and AVX-512 paths
-/// ([`simd`]), the portable loop otherwise.
-#[inline(always)]
-fn accumulate_on(isa: InstructionSet, lanes: &mut Lanes, a: &[f32], b: &[f32], term: Term) {
-    let f = move |x: f32, y: f32| match term {
-        Term::SqDiff => {
-            let d = f64::from(x) - f64::from(y);
-            d * d
-        }
-        Term::Product => f64::from(x) * f64::from(y),
-    };
-    let done = match isa.path() {
-        // SAFETY (both arms): the instruction set was detected at run time.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => unsafe { simd::accumulate_avx512(&mut lanes.0, a, b, term) },
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { simd::accumulate_avx2(&mut lanes.0, a, b, term) },
-        Path::Portable => {
-            accumulate(lanes, a, b, f);
-            return;
-        }
-    };
-    accumulate_tail(lanes, &a[done..], &b[done..], f);
-}
-
-/// `sum_i a_i b_i` of `f32` inputs, each product formed exactly in `f64`, in the crate's
-/// reduction order (lanes of 8 inside chunks of [`crate::REDUCTION_CHUNK`], chunk partials
-/// compensated): bit for bit
-/// `deterministic_sum(a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)))`, with the
-/// fused step's AVX-512/AVX2 lanes when the CPU has them (the portable loop otherwise; the
-/// compiler does not vectorize the `f32 -> f64` lanes on a baseline x86-64 target). For
-/// `dL/dsigma = sum_i g_i eps_i` of a reparameterized block.
-///
-/// # Formula
-/// `sum_c P_c` (Neumaier, in chunk order), `P_c = ((l_0 + l_1) + (l_2 + l_3)) + ((l_4 + l_5)
-/// + (l_6 + l_7))`, `l_r = sum_{i in c, i = r mod 8} a_i b_i` (in order).
-///
-/// # Errors
-/// [`CoreError::LengthMismatch`] when `a` and `b` differ in length.
-pub fn dot_f64(a: &[f32], b: &[f32]) -> Result<f64> {
-    dot_f64_on(InstructionSet::detected(), a, b)
-}
-
-/// [`dot_f64`] on a chosen instruction set (one of [`InstructionSet::available`]): the same
-/// bits on every path.
-///
-/// # Formula
-/// As [`dot_f64`].
-///
-/// # Errors
-/// [`CoreError::LengthMismatch`] when `a` and `b` differ in length.
-pub fn dot_f64_on(isa: InstructionSet, a: &[f32], b: &[f32]) -> Result<f64> {
-    if a.len() != b.len() {
-        return Err(CoreError::LengthMismatch {
-            name: "second factor of a dot product".to_string(),
-            expected: a.len(),
-            found: b.len(),
-        });
-    }
-    let mut total = crate::CompensatedSum::default();
-    for (x, y) in a
-        .chunks(crate::REDUCTION_CHUNK)
-        .zip(b.chunks(crate::REDUCTION_CHUNK))
-    {
-        let mut lanes = Lanes::ZERO;
-        add_dot(isa, &mut lanes, x, y);
-        total.add(lanes.total());
-    }
-    Ok(total.value())
-}
 
 /// `lanes[i % LANES] += (m_i - mu_i)^2` in `f64`.
 #[inline(always)]
@@ -1172,11 +1068,11 @@ pub fn backward_sgd_on(
 /// The plain multi-pass versions of the step, as an eager framework runs them: materialize the
 /// noise, then each element-wise operation and reduction as its own pass over memory, on one
 /// thread. Element-wise results and reductions are bit-identical to the fused path (the
-/// reductions go through [`crate::tensor::deterministic_sum`], the same order).
+/// reductions go through [`crate::reduce::deterministic_sum`], the same order).
 pub mod naive {
     use super::*;
     use crate::noise::fill_normals;
-    use crate::tensor::deterministic_sum;
+    use crate::reduce::deterministic_sum;
 
     /// The stored intermediate buffers of a naive forward pass (the noise is kept for the
     /// backward pass, as autograd would).

@@ -57,6 +57,7 @@ mod noise;
 mod objective;
 mod posterior;
 mod prior;
+mod reduce;
 mod tensor;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
@@ -78,7 +79,8 @@ pub use prior::{
     KlTerms, LowRankDiagnostics, LowRankPrior, LowRankScale, MahalanobisParts, PriorShape,
     PriorVariance, isotropic_log_density,
 };
-pub use tensor::{
-    CompensatedSum, ParamBlock, ParamBlockMut, REDUCTION_CHUNK, REDUCTION_LANES, Real,
-    deterministic_sum,
+pub use reduce::{
+    CompensatedSum, REDUCTION_CHUNK, REDUCTION_LANES, deterministic_sum, pair_sum,
+    squared_distance_f64, squared_distance_f64_on, sum_squares_f64, sum_squares_f64_on,
 };
+pub use tensor::{ParamBlock, ParamBlockMut, Real};

@@ -2,13 +2,13 @@
 //! Gaussian log-likelihood of a linear-in-weights model under `q = N(m, sigma^2 I)`.
 //!
 //! All log-likelihoods are in nats and summed over examples in `f64` with
-//! [`crate::tensor::deterministic_sum`].
+//! [`crate::reduce::deterministic_sum`].
 
 use ndarray::ArrayView2;
 
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::tensor::deterministic_sum;
+use crate::reduce::deterministic_sum;
 
 /// `ln(2 pi)`, the normalizer of every Gaussian log-density in the workspace.
 pub const LN_2PI: f64 = 1.837_877_066_409_345_3;

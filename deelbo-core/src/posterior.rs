@@ -6,7 +6,8 @@
 
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::tensor::{CompensatedSum, Real};
+use crate::reduce::CompensatedSum;
+use crate::tensor::Real;
 
 /// The paper's initial posterior standard deviation: `sigma = 1e-4`.
 pub const DEFAULT_INITIAL_SIGMA: f64 = 1e-4;

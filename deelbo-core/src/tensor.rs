@@ -18,10 +18,10 @@
 //!
 //! Reductions are deterministic: the same input gives the same bits on every run, at every
 //! thread count and on every instruction set. Each term is computed in `f64`; the terms are cut
-//! into chunks of [`REDUCTION_CHUNK`] = 4096; inside a chunk, term `p` is added plainly to lane
-//! `p % `[`REDUCTION_LANES`] (8 lanes, each summed in order), the lanes are combined pairwise as
+//! into chunks of [`crate::REDUCTION_CHUNK`] = 4096; inside a chunk, term `p` is added plainly to lane
+//! `p % `[`crate::REDUCTION_LANES`] (8 lanes, each summed in order), the lanes are combined pairwise as
 //! `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`, and the chunk partials are combined in
-//! chunk order with Neumaier's compensated summation ([`CompensatedSum`]). [`deterministic_sum`]
+//! chunk order with Neumaier's compensated summation ([`crate::CompensatedSum`]). [`deterministic_sum`]
 //! applies this order to any iterator, and the fused step ([`crate::fused`]) applies it with
 //! threads taking whole chunks and SIMD registers holding the 8 lanes, so a fused reduction and
 //! the same sum through [`ParamBlock`] give identical bits.
@@ -31,6 +31,7 @@ use ndarray::{ArrayBase, Data, DataMut, Ix1};
 use crate::check;
 use crate::error::{CoreError, Result};
 use crate::noise::{NoiseKey, fill_normals};
+use crate::reduce::{deterministic_sum, dot_f64, pair_sum, squared_distance_f64, sum_squares_f64};
 
 /// The floating-point element types a block may hold (`f32`, `f64`).
 pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -40,6 +41,37 @@ pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'stat
     fn from_f64_rounded(x: f64) -> Self;
     /// Convert a noise value (always generated as `f32`) to this type; exact for both types.
     fn from_noise(z: f32) -> Self;
+
+    /// `sum_i x_i^2` in `f64`, in the crate's reduction order (`f32`: SIMD lanes where the CPU
+    /// has them; the same bits on every path).
+    ///
+    /// # Formula
+    /// `deterministic_sum(x_i^2)`
+    fn slice_sum_squares(x: &[Self]) -> f64 {
+        pair_sum(x, x, |a, _| {
+            let v = a.as_f64();
+            v * v
+        })
+    }
+
+    /// `sum_i (a_i - b_i)^2` in `f64` over equal-length slices, in the crate's reduction order.
+    ///
+    /// # Formula
+    /// `deterministic_sum((a_i - b_i)^2)`
+    fn slice_squared_distance(a: &[Self], b: &[Self]) -> f64 {
+        pair_sum(a, b, |x, y| {
+            let d = x.as_f64() - y.as_f64();
+            d * d
+        })
+    }
+
+    /// `sum_i a_i b_i` in `f64` over equal-length slices, in the crate's reduction order.
+    ///
+    /// # Formula
+    /// `deterministic_sum(a_i b_i)`
+    fn slice_dot(a: &[Self], b: &[Self]) -> f64 {
+        pair_sum(a, b, |x, y| x.as_f64() * y.as_f64())
+    }
 }
 
 impl Real for f32 {
@@ -54,6 +86,17 @@ impl Real for f32 {
     #[inline(always)]
     fn from_noise(z: f32) -> Self {
         z
+    }
+    fn slice_sum_squares(x: &[Self]) -> f64 {
+        sum_squares_f64(x)
+    }
+    fn slice_squared_distance(a: &[Self], b: &[Self]) -> f64 {
+        let n = a.len().min(b.len());
+        squared_distance_f64(&a[..n], &b[..n]).unwrap_or(f64::NAN)
+    }
+    fn slice_dot(a: &[Self], b: &[Self]) -> f64 {
+        let n = a.len().min(b.len());
+        dot_f64(&a[..n], &b[..n]).unwrap_or(f64::NAN)
     }
 }
 
@@ -70,83 +113,6 @@ impl Real for f64 {
     fn from_noise(z: f32) -> Self {
         f64::from(z)
     }
-}
-
-/// Terms per reduction chunk: the unit whose `f64` partial joins the compensated total, and the
-/// unit of work the fused step's threads take.
-pub const REDUCTION_CHUNK: usize = 4096;
-
-/// Interleaved `f64` accumulators inside a chunk: term `p` of a chunk goes to lane
-/// `p % REDUCTION_LANES`.
-pub const REDUCTION_LANES: usize = 8;
-
-/// The [`REDUCTION_LANES`] accumulators of one chunk.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Lanes(pub(crate) [f64; REDUCTION_LANES]);
-
-impl Lanes {
-    pub(crate) const ZERO: Self = Self([0.0; REDUCTION_LANES]);
-
-    /// The chunk partial: the lanes added pairwise in a fixed order.
-    #[inline(always)]
-    pub(crate) fn total(&self) -> f64 {
-        let l = &self.0;
-        ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
-    }
-}
-
-/// Neumaier-compensated sum of `f64` terms (order-preserving, deterministic).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CompensatedSum {
-    sum: f64,
-    compensation: f64,
-}
-
-impl CompensatedSum {
-    /// Add one term.
-    #[inline]
-    pub fn add(&mut self, x: f64) {
-        let t = self.sum + x;
-        if self.sum.abs() >= x.abs() {
-            self.compensation += (self.sum - t) + x;
-        } else {
-            self.compensation += (x - t) + self.sum;
-        }
-        self.sum = t;
-    }
-
-    /// The compensated total.
-    #[inline]
-    pub fn value(&self) -> f64 {
-        self.sum + self.compensation
-    }
-}
-
-/// Sum the terms of an iterator in the crate's reduction order (module docs): lanes of 8 inside
-/// chunks of 4096, chunk partials compensated.
-///
-/// # Formula
-///
-/// `sum_c P_c` (Neumaier, in chunk order) with
-/// `P_c = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`,
-/// `l_r = sum_{p = r mod 8} t_{4096 c + p}` (plain, in order).
-pub fn deterministic_sum<I: Iterator<Item = f64>>(terms: I) -> f64 {
-    let mut total = CompensatedSum::default();
-    let mut lanes = Lanes::ZERO;
-    let mut count = 0usize;
-    for t in terms {
-        lanes.0[count % REDUCTION_LANES] += t;
-        count += 1;
-        if count == REDUCTION_CHUNK {
-            total.add(lanes.total());
-            lanes = Lanes::ZERO;
-            count = 0;
-        }
-    }
-    if count > 0 {
-        total.add(lanes.total());
-    }
-    total.value()
 }
 
 /// Read-only operations on a parameter block. All reductions return `f64`.
@@ -220,22 +186,32 @@ pub trait ParamBlockMut: ParamBlock {
 /// Noise values generated per refill by [`ParamBlockMut::reparameterize`].
 const NOISE_CHUNK: usize = 1024;
 
-/// The reductions, identical for slices and arrays (both iterate in index order).
-macro_rules! block_reductions {
+/// The reductions of a 1-D array: the slice versions when the array is contiguous, the same
+/// order over its iterator otherwise (identical bits either way).
+macro_rules! array_reductions {
     () => {
         fn sum(&self) -> f64 {
-            deterministic_sum(self.iter().map(|x| x.as_f64()))
+            match self.as_slice() {
+                Some(x) => x.sum(),
+                None => deterministic_sum(self.iter().map(|x| x.as_f64())),
+            }
         }
 
         fn sum_squares(&self) -> f64 {
-            deterministic_sum(self.iter().map(|x| {
-                let v = x.as_f64();
-                v * v
-            }))
+            match self.as_slice() {
+                Some(x) => x.sum_squares(),
+                None => deterministic_sum(self.iter().map(|x| {
+                    let v = x.as_f64();
+                    v * v
+                })),
+            }
         }
 
         fn dot(&self, other: &Self) -> Result<f64> {
             check::same_len("dot operand", self.len(), other.len())?;
+            if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
+                return a.dot(b);
+            }
             Ok(deterministic_sum(
                 self.iter()
                     .zip(other.iter())
@@ -245,6 +221,9 @@ macro_rules! block_reductions {
 
         fn squared_distance(&self, other: &Self) -> Result<f64> {
             check::same_len("prior mean", self.len(), other.len())?;
+            if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
+                return a.squared_distance(b);
+            }
             Ok(deterministic_sum(self.iter().zip(other.iter()).map(
                 |(a, b)| {
                     let d = a.as_f64() - b.as_f64();
@@ -307,7 +286,30 @@ impl<T: Real> ParamBlock for [T] {
         <[T]>::len(self)
     }
 
-    block_reductions!();
+    fn sum(&self) -> f64 {
+        pair_sum(self, self, |x, _| x.as_f64())
+    }
+
+    fn sum_squares(&self) -> f64 {
+        T::slice_sum_squares(self)
+    }
+
+    fn dot(&self, other: &Self) -> Result<f64> {
+        check::same_len("dot operand", self.len(), other.len())?;
+        Ok(T::slice_dot(self, other))
+    }
+
+    fn squared_distance(&self, other: &Self) -> Result<f64> {
+        check::same_len("prior mean", self.len(), other.len())?;
+        Ok(T::slice_squared_distance(self, other))
+    }
+
+    fn first_non_finite(&self) -> Option<(usize, f64)> {
+        self.iter()
+            .enumerate()
+            .find(|(_, x)| !x.is_finite())
+            .map(|(i, x)| (i, x.as_f64()))
+    }
 }
 
 impl<T: Real> ParamBlockMut for [T] {
@@ -343,7 +345,7 @@ impl<T: Real, S: Data<Elem = T>> ParamBlock for ArrayBase<S, Ix1> {
         ArrayBase::len(self)
     }
 
-    block_reductions!();
+    array_reductions!();
 }
 
 impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
@@ -373,6 +375,7 @@ impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {
 mod tests {
     use super::*;
     use crate::noise::normal_at;
+    use crate::reduce::{CompensatedSum, REDUCTION_CHUNK};
     use ndarray::{Array1, s};
 
     #[test]

@@ -269,3 +269,74 @@ fn the_dot_is_the_deterministic_sum_of_exact_products_on_every_path() {
     }
     assert!(fused::dot_f64(&[1.0, 2.0], &[1.0]).is_err());
 }
+
+/// The slice reductions behind `ParamBlock` (SIMD lanes for `f32`, vectorized groups for `f64`)
+/// against `deterministic_sum` over the same terms, bit for bit, on every path, at lengths
+/// around the lane, tile and chunk sizes and on a block of 1.5e6 weights; contiguous and
+/// strided ndarray views agree too.
+#[test]
+fn slice_reductions_are_the_deterministic_sum_on_every_path() {
+    use deelbo_core::{squared_distance_f64_on, sum_squares_f64_on};
+    let paths = InstructionSet::available();
+    for &len in &[
+        0usize,
+        1,
+        7,
+        9,
+        517,
+        REDUCTION_CHUNK - 1,
+        REDUCTION_CHUNK,
+        3 * REDUCTION_CHUNK + 13,
+        1_500_000,
+    ] {
+        // A large common offset: squaring in f32, or differencing after widening in another
+        // order, would change the bits.
+        let a: Vec<f32> = data(len, 21, 1e-2).iter().map(|x| x + 3.0).collect();
+        let b: Vec<f32> = data(len, 22, 1e-2).iter().map(|x| x + 3.0).collect();
+        let wide = |x: &f32| f64::from(*x);
+        let sq = deelbo_core::deterministic_sum(a.iter().map(|x| wide(x) * wide(x)));
+        let dist = deelbo_core::deterministic_sum(a.iter().zip(&b).map(|(x, y)| {
+            let d = wide(x) - wide(y);
+            d * d
+        }));
+        let dot = deelbo_core::deterministic_sum(a.iter().zip(&b).map(|(x, y)| wide(x) * wide(y)));
+        let sum = deelbo_core::deterministic_sum(a.iter().map(wide));
+        for &isa in &paths {
+            let at = format!("len {len} on {}", isa.name());
+            assert_eq!(sum_squares_f64_on(isa, &a).to_bits(), sq.to_bits(), "{at}");
+            let got = squared_distance_f64_on(isa, &a, &b).unwrap();
+            assert_eq!(got.to_bits(), dist.to_bits(), "{at}");
+        }
+        assert_eq!(a[..].sum_squares().to_bits(), sq.to_bits(), "len {len}");
+        assert_eq!(
+            a[..].squared_distance(&b[..]).unwrap().to_bits(),
+            dist.to_bits()
+        );
+        assert_eq!(a[..].dot(&b[..]).unwrap().to_bits(), dot.to_bits());
+        assert_eq!(a[..].sum().to_bits(), sum.to_bits());
+        // f64 slices (the vectorized portable groups).
+        let a64: Vec<f64> = a.iter().map(|x| wide(x) * (1.0 + 1e-9)).collect();
+        let b64: Vec<f64> = b.iter().map(wide).collect();
+        let want =
+            deelbo_core::deterministic_sum(a64.iter().zip(&b64).map(|(x, y)| (x - y) * (x - y)));
+        assert_eq!(
+            a64[..].squared_distance(&b64[..]).unwrap().to_bits(),
+            want.to_bits()
+        );
+        let want = deelbo_core::deterministic_sum(a64.iter().map(|x| x * x));
+        assert_eq!(a64[..].sum_squares().to_bits(), want.to_bits());
+        // ndarray: contiguous arrays take the slice path, strided views the iterator; same bits.
+        let arr = ndarray::Array1::from(a.clone());
+        assert_eq!(arr.sum_squares().to_bits(), sq.to_bits());
+        if len > 1 {
+            let doubled = ndarray::Array1::from_iter(a.iter().flat_map(|x| [*x, -1.0]));
+            let strided = doubled.slice(ndarray::s![..;2]);
+            assert_eq!(
+                strided.sum_squares().to_bits(),
+                sq.to_bits(),
+                "strided, len {len}"
+            );
+        }
+    }
+    assert!(squared_distance_f64_on(paths[0], &[1.0, 2.0], &[1.0]).is_err());
+}

@@ -35,7 +35,8 @@ use ndarray::{Array1, Array2, ArrayView2};
 use super::KlTerms;
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::tensor::{CompensatedSum, ParamBlock, Real, deterministic_sum};
+use crate::reduce::{CompensatedSum, deterministic_sum};
+use crate::tensor::{ParamBlock, Real};
 
 /// The posterior scale as the low-rank prior needs it.
 #[derive(Debug, Clone, Copy)]

@@ -5,11 +5,11 @@
 
 use std::arch::x86_64::*;
 
-use crate::tensor::REDUCTION_LANES as LANES;
+use super::REDUCTION_LANES as LANES;
 
 /// Which term the reduction forms from `(a_i, b_i)`.
 #[derive(Clone, Copy)]
-pub(super) enum Term {
+pub(crate) enum Term {
     /// `(a - b)^2`.
     SqDiff,
     /// `a b`.

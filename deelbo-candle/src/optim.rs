@@ -11,8 +11,10 @@
 //! means and the scalar `rho`, whose KL gradient is `O(D/(kappa N))` and would otherwise shrink
 //! every mean update through a shared norm).
 
+use std::cell::RefCell;
+
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 use deelbo_core::check;
 
 use crate::error::{AdapterError, Result};
@@ -68,12 +70,115 @@ pub struct StepReport {
     pub clip_scales: Vec<f64>,
 }
 
+/// A parameter's momentum buffer `b`.
+#[derive(Debug)]
+enum Momentum {
+    /// Before the first update.
+    Empty,
+    /// Host memory, updated with the parameter in one pass ([`NesterovUpdate`]).
+    Host(HostBuffer),
+    /// A tensor, updated by candle ops (other devices, dtypes or layouts).
+    Tensor(Tensor),
+}
+
+#[derive(Debug)]
+enum HostBuffer {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
 /// SGD with Nesterov momentum over parameter groups.
+///
+/// On the CPU, for contiguous `f32`/`f64` parameters, each update is one in-place pass over the
+/// parameter, its gradient and a host momentum buffer; elsewhere it is the same formula as
+/// candle ops. Both perform the same IEEE operations in the same order (candle's `affine(a, 0)`
+/// is `x a + 0`), so they give the same bits ([`NesterovSgd::with_fused`] picks one; tested).
 #[derive(Debug)]
 pub struct NesterovSgd {
     groups: Vec<ParamGroup>,
-    buffers: Vec<Vec<Option<Tensor>>>,
+    buffers: Vec<Vec<Momentum>>,
     momentum: f64,
+    fused: bool,
+}
+
+/// `g_s = s g` (when clipped), `b <- mu b + g_s` (`b = g_s` first), `p <- p - lr (g_s + mu b)`,
+/// in place on the parameter's storage, each product and sum rounded in the parameter's dtype
+/// in the order of the candle ops it replaces.
+struct NesterovUpdate<'a> {
+    scale: f64,
+    momentum: f64,
+    lr: f64,
+    buffer: RefCell<&'a mut Momentum>,
+}
+
+/// The update of one element type; `b` empty means the first step.
+fn nesterov_pass<T: deelbo_core::Real>(
+    p: &mut [T],
+    g: &[T],
+    b: &mut Vec<T>,
+    scale: f64,
+    momentum: f64,
+    lr: f64,
+) {
+    let zero = T::zero();
+    let s = T::from_f64_rounded(scale);
+    let mu = T::from_f64_rounded(momentum);
+    let lr = T::from_f64_rounded(lr);
+    let scaled = scale != 1.0;
+    let first = b.is_empty();
+    if first {
+        b.resize(p.len(), zero);
+    }
+    for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+        let g = if scaled { g * s + zero } else { g };
+        let b_new = if first { g } else { (*b * mu + zero) + g };
+        let update = g + (b_new * mu + zero);
+        *p = *p - (update * lr + zero);
+        *b = b_new;
+    }
+}
+
+fn contiguous_range(l: &Layout) -> candle_core::Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the fused update needs contiguous tensors".into()))
+}
+
+impl InplaceOp2 for NesterovUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "deelbo-nesterov-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (a1, b1) = contiguous_range(l1)?;
+        let (a2, b2) = contiguous_range(l2)?;
+        if b1 - a1 != b2 - a2 {
+            return Err(candle_core::Error::Msg(
+                "gradient and parameter differ in length".into(),
+            ));
+        }
+        let mut buffer = self.buffer.borrow_mut();
+        let (scale, momentum, lr) = (self.scale, self.momentum, self.lr);
+        match (s1, s2, &mut **buffer) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), Momentum::Host(HostBuffer::F32(b))) => {
+                nesterov_pass(&mut p[a1..b1], &g[a2..b2], b, scale, momentum, lr)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g), Momentum::Host(HostBuffer::F64(b))) => {
+                nesterov_pass(&mut p[a1..b1], &g[a2..b2], b, scale, momentum, lr)
+            }
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "the fused update needs f32 or f64 parameters, gradients and buffer".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl NesterovSgd {
@@ -85,14 +190,34 @@ impl NesterovSgd {
                 check::positive("gradient clip norm", c)?;
             }
         }
-        let buffers = groups.iter().map(|g| vec![None; g.vars.len()]).collect();
+        let buffers = groups
+            .iter()
+            .map(|g| g.vars.iter().map(|_| Momentum::Empty).collect())
+            .collect();
         Ok(Self {
             groups,
             buffers,
             momentum,
+            fused: true,
         })
     }
 
+    /// Use the one-pass CPU update where it applies (`true`, the default) or candle ops
+    /// everywhere (`false`); the results have the same bits.
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
+    }
+}
+
+/// Whether a parameter takes the one-pass update: CPU, `f32`/`f64`, contiguous.
+fn fusable(p: &Tensor) -> bool {
+    p.device().is_cpu()
+        && matches!(p.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && p.is_contiguous()
+}
+
+impl NesterovSgd {
     /// One update with learning rate `lr` from the gradients in `grads`. Parameters without a
     /// gradient (not reached by the loss) are left alone. Errors on a non-finite gradient norm
     /// ([`AdapterError::Diverged`]). The squared norm of a group is summed in `f64` (the core's
@@ -129,6 +254,24 @@ impl NesterovSgd {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     continue;
                 };
+                let p = var.as_tensor();
+                if self.fused && fusable(p) && !matches!(buf, Momentum::Tensor(_)) {
+                    if let Momentum::Empty = buf {
+                        *buf = Momentum::Host(match p.dtype() {
+                            candle_core::DType::F32 => HostBuffer::F32(Vec::new()),
+                            _ => HostBuffer::F64(Vec::new()),
+                        });
+                    }
+                    let g = g.to_dtype(p.dtype())?.contiguous()?;
+                    let op = NesterovUpdate {
+                        scale,
+                        momentum: self.momentum,
+                        lr,
+                        buffer: RefCell::new(buf),
+                    };
+                    p.inplace_op2(&g, &op)?;
+                    continue;
+                }
                 // Detached: a leaf's gradient can carry candle ops on tracked tensors (e.g.
                 // `h^T grad` of a layer's weight, with `h` computed from the weights), and a
                 // momentum buffer built on it would keep that step's whole graph alive, and
@@ -140,13 +283,21 @@ impl NesterovSgd {
                 } else {
                     g.affine(scale, 0.0)?
                 };
-                let b = match buf.take() {
-                    Some(b) => b.affine(self.momentum, 0.0)?.add(&g)?,
-                    None => g.clone(),
+                let b = match std::mem::replace(buf, Momentum::Empty) {
+                    Momentum::Tensor(b) => b.affine(self.momentum, 0.0)?.add(&g)?,
+                    Momentum::Empty => g.clone(),
+                    // Fused until now (e.g. `with_fused(false)` mid-run): the same values as a tensor.
+                    Momentum::Host(h) => {
+                        let b = match h {
+                            HostBuffer::F32(v) => Tensor::from_vec(v, p.shape(), p.device())?,
+                            HostBuffer::F64(v) => Tensor::from_vec(v, p.shape(), p.device())?,
+                        };
+                        b.to_dtype(p.dtype())?.affine(self.momentum, 0.0)?.add(&g)?
+                    }
                 };
                 let update = g.add(&b.affine(self.momentum, 0.0)?)?;
-                var.set(&var.as_tensor().sub(&update.affine(lr, 0.0)?)?)?;
-                *buf = Some(b);
+                var.set(&p.sub(&update.affine(lr, 0.0)?)?)?;
+                *buf = Momentum::Tensor(b);
             }
             report.grad_norms.push(norm);
             report.clip_scales.push(scale);

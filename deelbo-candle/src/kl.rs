@@ -73,6 +73,8 @@ pub fn kl_fixed(len: usize, sq_dist: &Tensor, sigma2: &Tensor, v: f64) -> Result
 /// `dQ/dx = 2 Sigma_p^-1 x`.
 struct LowRankQuadratic {
     prior: Arc<LowRankPrior>,
+    /// `Sigma_p^-1 x` from the forward (the same bits the backward would compute).
+    precision_x: std::sync::OnceLock<Vec<f64>>,
 }
 
 fn host_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
@@ -95,11 +97,13 @@ impl CustomOp1 for LowRankQuadratic {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = host_f64(s, l)?;
-        let q = self
+        let (q, px) = self
             .prior
-            .mahalanobis(&x)
+            .mahalanobis_and_precision_times(&x)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok((CpuStorage::F64(vec![q]), Shape::from(())))
+        // A second forward of the same op value would store the same vector; ignore it.
+        let _ = self.precision_x.set(px);
+        Ok((CpuStorage::F64(vec![q.value]), Shape::from(())))
     }
 
     fn bwd(
@@ -109,14 +113,21 @@ impl CustomOp1 for LowRankQuadratic {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let x: Vec<f64> = arg.to_dtype(DType::F64)?.to_vec1()?;
-        let px = self
-            .prior
-            .precision_times(&x)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let out: Vec<f64> = px.into_iter().map(|p| 2.0 * g * p).collect();
+        let computed;
+        let px = match self.precision_x.get() {
+            Some(px) => px,
+            None => {
+                let x: Vec<f64> = arg.to_dtype(DType::F64)?.to_vec1()?;
+                computed = self
+                    .prior
+                    .precision_times(&x)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                &computed
+            }
+        };
+        let out: Vec<f64> = px.iter().map(|p| 2.0 * g * p).collect();
         Ok(Some(
-            Tensor::from_vec(out, x.len(), arg.device())?.to_dtype(arg.dtype())?,
+            Tensor::from_vec(out, px.len(), arg.device())?.to_dtype(arg.dtype())?,
         ))
     }
 }
@@ -141,6 +152,7 @@ pub fn low_rank_quadratic(block: &VariationalBlock, prior: &Arc<LowRankPrior>) -
     let x = Tensor::cat(&parts, 0)?;
     Ok(x.apply_op1(LowRankQuadratic {
         prior: prior.clone(),
+        precision_x: std::sync::OnceLock::new(),
     })?)
 }
 

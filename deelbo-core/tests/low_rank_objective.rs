@@ -145,3 +145,45 @@ fn mahalanobis_cancellation_is_refined() {
     let p = prior.mahalanobis_parts(&y).unwrap();
     assert!(!p.refined);
 }
+
+/// `Sigma_p x` and `Sigma_p^-1 x` against the dense `A + U U^T` (D = 300, K = 5), and the
+/// combined `Q` + `Sigma_p^-1 x` of a training step bit for bit the two separate calls, on a
+/// vector that needs no refinement and on one inside the low-rank directions (refined).
+#[test]
+fn factor_products_match_the_dense_covariance_and_the_combined_call() {
+    let (d, k) = (300, 5);
+    let diag = Array1::from_shape_fn(d, |j| 1e-3 * (0.5 + z(7, j).abs()));
+    let u = Array2::from_shape_fn((d, k), |(j, p)| 0.2 * z(8, j * k + p));
+    let prior = LowRankPrior::new(diag.clone(), u.view()).unwrap();
+    let dense = Array2::from_diag(&diag) + u.dot(&u.t());
+    let x: Vec<f64> = (0..d).map(|j| z(9, j)).collect();
+    let sx = prior.covariance_times(&x).unwrap();
+    let want = dense.dot(&Array1::from(x.clone()));
+    for j in 0..d {
+        assert!(
+            (sx[j] - want[j]).abs() <= 1e-12 * (1.0 + want[j].abs()),
+            "Sigma x [{j}]"
+        );
+    }
+    let px = prior.precision_times(&x).unwrap();
+    let back = dense.dot(&Array1::from(px.clone()));
+    for j in 0..d {
+        assert!(
+            (back[j] - x[j]).abs() <= 1e-9 * (1.0 + x[j].abs()),
+            "Sigma Sigma^-1 x [{j}]"
+        );
+    }
+    // Inside span(U) plus a little: the Woodbury subtraction cancels and Q is refined.
+    let c = [1.0, -0.5, 0.25, 2.0, -1.0];
+    let inside: Vec<f64> = (0..d)
+        .map(|j| (0..k).map(|p| u[[j, p]] * c[p]).sum::<f64>() + 1e-9 * z(10, j))
+        .collect();
+    for (v, refined) in [(&x, false), (&inside, true)] {
+        let (parts, pv) = prior.mahalanobis_and_precision_times(v).unwrap();
+        assert_eq!(parts, prior.mahalanobis_parts(v).unwrap());
+        assert_eq!(parts.refined, refined, "{parts:?}");
+        let separate = prior.precision_times(v).unwrap();
+        let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&pv), bits(&separate));
+    }
+}

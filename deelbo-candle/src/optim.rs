@@ -267,10 +267,14 @@ impl NesterovSgd {
                         scale,
                         momentum: self.momentum,
                         lr,
-                        buffer: RefCell::new(buf),
+                        buffer: RefCell::new(&mut *buf),
                     };
-                    p.inplace_op2(&g, &op)?;
-                    continue;
+                    // Refused before anything is written when it cannot run in place (e.g. a
+                    // gradient sharing the parameter's storage, as `p.detach()` does); the
+                    // candle ops below then update this parameter from now on.
+                    if p.inplace_op2(&g, &op).is_ok() {
+                        continue;
+                    }
                 }
                 // Detached: a leaf's gradient can carry candle ops on tracked tensors (e.g.
                 // `h^T grad` of a layer's weight, with `h` computed from the weights), and a
@@ -286,7 +290,10 @@ impl NesterovSgd {
                 let b = match std::mem::replace(buf, Momentum::Empty) {
                     Momentum::Tensor(b) => b.affine(self.momentum, 0.0)?.add(&g)?,
                     Momentum::Empty => g.clone(),
-                    // Fused until now (e.g. `with_fused(false)` mid-run): the same values as a tensor.
+                    // Fused until now (`with_fused(false)` mid-run, or an in-place update refused
+                    // above): the same values as a tensor.
+                    Momentum::Host(HostBuffer::F32(v)) if v.is_empty() => g.clone(),
+                    Momentum::Host(HostBuffer::F64(v)) if v.is_empty() => g.clone(),
                     Momentum::Host(h) => {
                         let b = match h {
                             HostBuffer::F32(v) => Tensor::from_vec(v, p.shape(), p.device())?,

@@ -129,6 +129,38 @@ fn the_fused_update_has_the_candle_ops_bits() {
     }
 }
 
+/// A gradient that shares the parameter's storage (here put into the store by hand:
+/// `p.detach()`) cannot be read while the parameter is written in place: the step falls back
+/// to the candle ops and gives their values.
+#[test]
+fn a_gradient_aliasing_its_parameter_takes_the_candle_ops() {
+    let dev = Device::Cpu;
+    let run = |fused: bool| {
+        let p = Var::new(&[1.0f32, -2.0, 0.5], &dev).unwrap();
+        let mut opt = NesterovSgd::new(
+            vec![ParamGroup {
+                vars: vec![p.clone()],
+                clip_norm: None,
+            }],
+            0.9,
+        )
+        .unwrap()
+        .with_fused(fused);
+        for _ in 0..3 {
+            let loss = p.as_tensor().sum_all().unwrap();
+            let mut grads = loss.backward().unwrap();
+            grads.insert(p.as_tensor(), p.as_tensor().detach());
+            opt.step(&grads, 0.1).unwrap();
+        }
+        let v: Vec<f32> = p.as_tensor().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let fused = run(true);
+    assert_eq!(fused, run(false));
+    // And it moved: p <- p - 0.1 (g + 0.9 b) with g = p, three times.
+    assert_ne!(fused[0], 1.0f32.to_bits());
+}
+
 #[test]
 fn metrics_of_a_known_matrix() {
     let dev = Device::Cpu;

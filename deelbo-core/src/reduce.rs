@@ -203,7 +203,7 @@ fn same_len(name: &str, a: &[f32], b: &[f32]) -> Result<()> {
 
 /// `sum_i term(a_i, b_i)` in the crate's order, the lanes through [`accumulate_on`]
 /// (`a`, `b` of equal length).
-fn lanes_sum(isa: InstructionSet, a: &[f32], b: &[f32], term: Term) -> f64 {
+pub(crate) fn lanes_sum(isa: InstructionSet, a: &[f32], b: &[f32], term: Term) -> f64 {
     let mut total = CompensatedSum::default();
     for (x, y) in a.chunks(REDUCTION_CHUNK).zip(b.chunks(REDUCTION_CHUNK)) {
         let mut lanes = Lanes::ZERO;

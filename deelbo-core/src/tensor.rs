@@ -30,8 +30,8 @@ use ndarray::{ArrayBase, Data, DataMut, Ix1};
 
 use crate::check;
 use crate::error::{CoreError, Result};
-use crate::noise::{NoiseKey, fill_normals};
-use crate::reduce::{deterministic_sum, dot_f64, pair_sum, squared_distance_f64, sum_squares_f64};
+use crate::noise::{InstructionSet, NoiseKey, fill_normals};
+use crate::reduce::{Term, deterministic_sum, lanes_sum, pair_sum, sum_squares_f64};
 
 /// The floating-point element types a block may hold (`f32`, `f64`).
 pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -54,7 +54,8 @@ pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'stat
         })
     }
 
-    /// `sum_i (a_i - b_i)^2` in `f64` over equal-length slices, in the crate's reduction order.
+    /// `sum_i (a_i - b_i)^2` in `f64`, in the crate's reduction order (over the shorter
+    /// length; [`ParamBlock`] checks the lengths first).
     ///
     /// # Formula
     /// `deterministic_sum((a_i - b_i)^2)`
@@ -65,7 +66,7 @@ pub trait Real: num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'stat
         })
     }
 
-    /// `sum_i a_i b_i` in `f64` over equal-length slices, in the crate's reduction order.
+    /// `sum_i a_i b_i` in `f64`, in the crate's reduction order (over the shorter length).
     ///
     /// # Formula
     /// `deterministic_sum(a_i b_i)`
@@ -92,11 +93,11 @@ impl Real for f32 {
     }
     fn slice_squared_distance(a: &[Self], b: &[Self]) -> f64 {
         let n = a.len().min(b.len());
-        squared_distance_f64(&a[..n], &b[..n]).unwrap_or(f64::NAN)
+        lanes_sum(InstructionSet::detected(), &a[..n], &b[..n], Term::SqDiff)
     }
     fn slice_dot(a: &[Self], b: &[Self]) -> f64 {
         let n = a.len().min(b.len());
-        dot_f64(&a[..n], &b[..n]).unwrap_or(f64::NAN)
+        lanes_sum(InstructionSet::detected(), &a[..n], &b[..n], Term::Product)
     }
 }
 

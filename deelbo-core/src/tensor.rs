@@ -187,61 +187,6 @@ pub trait ParamBlockMut: ParamBlock {
 /// Noise values generated per refill by [`ParamBlockMut::reparameterize`].
 const NOISE_CHUNK: usize = 1024;
 
-/// The reductions of a 1-D array: the slice versions when the array is contiguous, the same
-/// order over its iterator otherwise (identical bits either way).
-macro_rules! array_reductions {
-    () => {
-        fn sum(&self) -> f64 {
-            match self.as_slice() {
-                Some(x) => x.sum(),
-                None => deterministic_sum(self.iter().map(|x| x.as_f64())),
-            }
-        }
-
-        fn sum_squares(&self) -> f64 {
-            match self.as_slice() {
-                Some(x) => x.sum_squares(),
-                None => deterministic_sum(self.iter().map(|x| {
-                    let v = x.as_f64();
-                    v * v
-                })),
-            }
-        }
-
-        fn dot(&self, other: &Self) -> Result<f64> {
-            check::same_len("dot operand", self.len(), other.len())?;
-            if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
-                return a.dot(b);
-            }
-            Ok(deterministic_sum(
-                self.iter()
-                    .zip(other.iter())
-                    .map(|(a, b)| a.as_f64() * b.as_f64()),
-            ))
-        }
-
-        fn squared_distance(&self, other: &Self) -> Result<f64> {
-            check::same_len("prior mean", self.len(), other.len())?;
-            if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
-                return a.squared_distance(b);
-            }
-            Ok(deterministic_sum(self.iter().zip(other.iter()).map(
-                |(a, b)| {
-                    let d = a.as_f64() - b.as_f64();
-                    d * d
-                },
-            )))
-        }
-
-        fn first_non_finite(&self) -> Option<(usize, f64)> {
-            self.iter()
-                .enumerate()
-                .find(|(_, x)| !x.is_finite())
-                .map(|(i, x)| (i, x.as_f64()))
-        }
-    };
-}
-
 /// The element-wise updates, identical for slices and arrays.
 macro_rules! block_updates {
     () => {
@@ -346,7 +291,56 @@ impl<T: Real, S: Data<Elem = T>> ParamBlock for ArrayBase<S, Ix1> {
         ArrayBase::len(self)
     }
 
-    array_reductions!();
+    // The slice versions when the array is contiguous, the same order over its iterator
+    // otherwise (identical bits either way).
+    fn sum(&self) -> f64 {
+        match self.as_slice() {
+            Some(x) => x.sum(),
+            None => deterministic_sum(self.iter().map(|x| x.as_f64())),
+        }
+    }
+
+    fn sum_squares(&self) -> f64 {
+        match self.as_slice() {
+            Some(x) => x.sum_squares(),
+            None => deterministic_sum(self.iter().map(|x| {
+                let v = x.as_f64();
+                v * v
+            })),
+        }
+    }
+
+    fn dot(&self, other: &Self) -> Result<f64> {
+        check::same_len("dot operand", self.len(), other.len())?;
+        if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
+            return a.dot(b);
+        }
+        Ok(deterministic_sum(
+            self.iter()
+                .zip(other.iter())
+                .map(|(a, b)| a.as_f64() * b.as_f64()),
+        ))
+    }
+
+    fn squared_distance(&self, other: &Self) -> Result<f64> {
+        check::same_len("prior mean", self.len(), other.len())?;
+        if let (Some(a), Some(b)) = (self.as_slice(), other.as_slice()) {
+            return a.squared_distance(b);
+        }
+        Ok(deterministic_sum(self.iter().zip(other.iter()).map(
+            |(a, b)| {
+                let d = a.as_f64() - b.as_f64();
+                d * d
+            },
+        )))
+    }
+
+    fn first_non_finite(&self) -> Option<(usize, f64)> {
+        self.iter()
+            .enumerate()
+            .find(|(_, x)| !x.is_finite())
+            .map(|(i, x)| (i, x.as_f64()))
+    }
 }
 
 impl<T: Real, S: DataMut<Elem = T>> ParamBlockMut for ArrayBase<S, Ix1> {

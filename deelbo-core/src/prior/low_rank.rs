@@ -95,7 +95,7 @@ struct Factor {
 }
 
 impl Factor {
-    fn new(m: &Array2<f64>) -> Self {
+    fn new(m: ArrayView2<'_, f64>) -> Self {
         Self {
             len: m.nrows(),
             columns: m.columns().into_iter().map(|c| c.to_vec()).collect(),
@@ -200,8 +200,8 @@ impl LowRankPrior {
         let trace_inverse = deterministic_sum(precision_diag.iter().copied());
         Ok(Self {
             diag,
-            u: Factor::new(&factor.to_owned()),
-            b: Factor::new(&b),
+            u: Factor::new(factor),
+            b: Factor::new(b.view()),
             core_chol,
             log_det,
             precision_diag,
@@ -266,7 +266,6 @@ impl LowRankPrior {
         &self.precision_diag
     }
 
-    /// `B^T x` (length `K`), then `L^-1 B^T x`.
     /// `x^T A^-1 x = sum_j x_j^2/a_j` in the crate's reduction order.
     fn diagonal_quadratic(&self, x: &[f64]) -> f64 {
         match self.diag.as_slice() {
@@ -275,6 +274,7 @@ impl LowRankPrior {
         }
     }
 
+    /// `B^T x` (length `K`), then `L^-1 B^T x`.
     fn whitened_projection(&self, x: &[f64]) -> Vec<f64> {
         let mut proj = self.b.transpose_times(x);
         forward_substitute(&self.core_chol, &mut proj);
@@ -314,20 +314,21 @@ impl LowRankPrior {
         &self,
         x: &[f64],
     ) -> Result<(MahalanobisParts, Vec<f64>)> {
-        let (parts, z) = self.mahalanobis_inner(x, true)?;
+        let (parts, w, z) = self.mahalanobis_inner(x, true)?;
         let z = match z {
             Some(z) => z,
-            None => self.precision_times(x)?,
+            None => self.precision_from_whitened(x, w),
         };
         Ok((parts, z))
     }
 
-    /// `Q`'s parts, and `Sigma_p^-1 x` when `want_precision` (or when computed anyway).
+    /// `Q`'s parts, the whitened projection `w = L^-1 B^T x`, and (when `keep_precision`) the
+    /// `Sigma_p^-1 x` that the refinement computes anyway.
     fn mahalanobis_inner(
         &self,
         x: &[f64],
-        want_precision: bool,
-    ) -> Result<(MahalanobisParts, Option<Vec<f64>>)> {
+        keep_precision: bool,
+    ) -> Result<(MahalanobisParts, Vec<f64>, Option<Vec<f64>>)> {
         check::same_len("vector", self.len(), x.len())?;
         let first = self.diagonal_quadratic(x);
         let w = self.whitened_projection(x);
@@ -342,13 +343,10 @@ impl LowRankPrior {
                 refined,
                 clamped: false,
             };
-            return Ok((
-                parts,
-                want_precision.then(|| self.precision_from_whitened(x, w)),
-            ));
+            return Ok((parts, w, None));
         }
-        let mut z = self.precision_from_whitened(x, w);
-        let z0 = want_precision.then(|| z.clone());
+        let mut z = self.precision_from_whitened(x, w.clone());
+        let z0 = keep_precision.then(|| z.clone());
         let sz = self.covariance_times(&z)?;
         let r: Vec<f64> = x.iter().zip(&sz).map(|(x, s)| x - s).collect();
         let dz = self.precision_times(&r)?;
@@ -370,7 +368,7 @@ impl LowRankPrior {
             refined,
             clamped,
         };
-        Ok((parts, z0))
+        Ok((parts, w, z0))
     }
 
     /// `Sigma_p^-1 x = A^-1 x - B C^-1 B^T x`.

@@ -111,7 +111,7 @@ struct NesterovUpdate<'a> {
     buffer: RefCell<&'a mut Momentum>,
 }
 
-/// The update of one element type; `b` empty means the first step.
+/// The update of one element type; `b` empty means the first step (it is then filled).
 fn nesterov_pass<T: deelbo_core::Real>(
     p: &mut [T],
     g: &[T],
@@ -143,6 +143,13 @@ fn contiguous_range(l: &Layout) -> candle_core::Result<(usize, usize)> {
         .ok_or_else(|| candle_core::Error::Msg("the fused update needs contiguous tensors".into()))
 }
 
+/// Whether a parameter takes the one-pass update: CPU, `f32`/`f64`, contiguous.
+fn fusable(p: &Tensor) -> bool {
+    p.device().is_cpu()
+        && matches!(p.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && p.is_contiguous()
+}
+
 impl InplaceOp2 for NesterovUpdate<'_> {
     fn name(&self) -> &'static str {
         "deelbo-nesterov-update"
@@ -163,8 +170,18 @@ impl InplaceOp2 for NesterovUpdate<'_> {
             ));
         }
         let mut buffer = self.buffer.borrow_mut();
+        let buffer = &mut **buffer;
+        // The host buffer is created here, by the first pass, which then fills it.
+        let fresh = match (&*s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => Some(HostBuffer::F32(Vec::new())),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => Some(HostBuffer::F64(Vec::new())),
+            _ => None,
+        };
+        if let (Momentum::Empty, Some(h)) = (&*buffer, fresh) {
+            *buffer = Momentum::Host(h);
+        }
         let (scale, momentum, lr) = (self.scale, self.momentum, self.lr);
-        match (s1, s2, &mut **buffer) {
+        match (s1, s2, buffer) {
             (CpuStorage::F32(p), CpuStorage::F32(g), Momentum::Host(HostBuffer::F32(b))) => {
                 nesterov_pass(&mut p[a1..b1], &g[a2..b2], b, scale, momentum, lr)
             }
@@ -208,16 +225,7 @@ impl NesterovSgd {
         self.fused = fused;
         self
     }
-}
 
-/// Whether a parameter takes the one-pass update: CPU, `f32`/`f64`, contiguous.
-fn fusable(p: &Tensor) -> bool {
-    p.device().is_cpu()
-        && matches!(p.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-        && p.is_contiguous()
-}
-
-impl NesterovSgd {
     /// One update with learning rate `lr` from the gradients in `grads`. Parameters without a
     /// gradient (not reached by the loss) are left alone. Errors on a non-finite gradient norm
     /// ([`AdapterError::Diverged`]). The squared norm of a group is summed in `f64` (the core's
@@ -256,12 +264,6 @@ impl NesterovSgd {
                 };
                 let p = var.as_tensor();
                 if self.fused && fusable(p) && !matches!(buf, Momentum::Tensor(_)) {
-                    if let Momentum::Empty = buf {
-                        *buf = Momentum::Host(match p.dtype() {
-                            candle_core::DType::F32 => HostBuffer::F32(Vec::new()),
-                            _ => HostBuffer::F64(Vec::new()),
-                        });
-                    }
                     let g = g.to_dtype(p.dtype())?.contiguous()?;
                     let op = NesterovUpdate {
                         scale,
@@ -292,8 +294,6 @@ impl NesterovSgd {
                     Momentum::Empty => g.clone(),
                     // Fused until now (`with_fused(false)` mid-run, or an in-place update refused
                     // above): the same values as a tensor.
-                    Momentum::Host(HostBuffer::F32(v)) if v.is_empty() => g.clone(),
-                    Momentum::Host(HostBuffer::F64(v)) if v.is_empty() => g.clone(),
                     Momentum::Host(h) => {
                         let b = match h {
                             HostBuffer::F32(v) => Tensor::from_vec(v, p.shape(), p.device())?,

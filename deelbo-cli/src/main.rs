@@ -65,11 +65,49 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its context chain, no backtrace.
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its context chain on one line, no backtrace. A cause whose text its parent's
+/// message already ends with (a library error that prints its `source`) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod error_line {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_printed_by_its_parent_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("creating directory /x: {source}")]
+        struct Io {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotADirectory, "Not a directory");
+        let e = anyhow::Error::new(Io { source: io }).context("fine-tuning mlp");
+        assert_eq!(
+            one_line(&e),
+            "fine-tuning mlp: creating directory /x: Not a directory"
+        );
+        // Causes that add something are all kept, in order, on one line.
+        let e = anyhow::anyhow!("bad row\n 3").context("reading a.csv").context("fit");
+        assert_eq!(one_line(&e), "fit: reading a.csv: bad row  3");
     }
 }
 

@@ -106,7 +106,9 @@ mod error_line {
             "fine-tuning mlp: creating directory /x: Not a directory"
         );
         // Causes that add something are all kept, in order, on one line.
-        let e = anyhow::anyhow!("bad row\n 3").context("reading a.csv").context("fit");
+        let e = anyhow::anyhow!("bad row\n 3")
+            .context("reading a.csv")
+            .context("fit");
         assert_eq!(one_line(&e), "fit: reading a.csv: bad row  3");
     }
 }

@@ -16,77 +16,23 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
 use criterion::{Criterion, criterion_group};
-use deelbo_candle::{SwagStatistics, seeded_var_builder};
-use deelbo_core::{KappaRule, NoiseKey, normal_at};
+use deelbo_core::{KappaRule, NoiseKey};
 use deelbo_transfer::cputime::process_cpu_seconds;
-use deelbo_transfer::data::{Batch, CLASSES};
-use deelbo_transfer::pretrain::{PretrainRecord, Pretrained, is_buffer};
+use deelbo_transfer::data::Batch;
+use deelbo_transfer::pretrain::Pretrained;
+use deelbo_transfer::synthetic;
 use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer};
-use deelbo_transfer::{Architecture, PretrainSettings, TrainSettings};
-use ndarray::Array2;
+use deelbo_transfer::{Architecture, TrainSettings};
 
 type Setup = (Pretrained, Batch);
 
 /// A "pretrained" network (seeded initialization) and a batch of `n` random 8x8 inputs.
 fn setup(arch: Architecture, n: usize) -> Setup {
-    let dev = Device::Cpu;
-    let settings = PretrainSettings::default();
-    let varmap = VarMap::new();
-    arch.build(
-        seeded_var_builder(&varmap, 1, DType::F32, &dev),
-        &settings.hidden,
-        CLASSES,
+    (
+        synthetic::pretrained(arch, 1).expect("network"),
+        synthetic::batch(n, NoiseKey::new(9, 9)).expect("batch"),
     )
-    .expect("network");
-    let mut tensors: Vec<(String, Tensor)> = varmap
-        .data()
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let layout: Vec<(String, Vec<usize>)> = tensors
-        .iter()
-        .filter(|(k, _)| !k.starts_with("head.") && !is_buffer(k))
-        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
-        .collect();
-    let d: usize = layout
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
-    let pretrained = Pretrained {
-        tensors,
-        swag: SwagStatistics {
-            layout,
-            mean: vec![0.0; d],
-            variance: vec![1.0; d],
-            deviations: Array2::zeros((d, 5)),
-            snapshots: 5,
-        },
-        record: PretrainRecord {
-            arch,
-            settings,
-            source_accuracy: 1.0,
-            source_nll: 0.0,
-            swag_snapshots: 5,
-            seconds: 0.0,
-        },
-    };
-    let key = NoiseKey::new(9, 9);
-    let x: Vec<f32> = (0..n * 64)
-        .map(|i| normal_at(key, i as u64).abs().min(1.0))
-        .collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % CLASSES as u32).collect();
-    let batch = Batch {
-        x: Tensor::from_vec(x, (n, 64), &dev).expect("x"),
-        y: Tensor::from_vec(labels.clone(), n, &dev).expect("y"),
-        labels,
-    };
-    (pretrained, batch)
 }
 
 fn trainer(s: &Setup, arch: Architecture, objective: RunObjective) -> Trainer {

@@ -48,6 +48,7 @@ pub mod pretrain;
 pub mod progress;
 pub mod report;
 pub mod results;
+pub mod synthetic;
 pub mod train;
 
 pub use checkpoint::{Checkpoint, RunRecord, Stage};

@@ -171,7 +171,7 @@ impl Pretrained {
     }
 }
 
-fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let data = varmap.data().lock().map_err(|_| TransferError::Data {
         name: "varmap".to_string(),
         reason: "the VarMap's lock is poisoned".to_string(),

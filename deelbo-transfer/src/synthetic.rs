@@ -1,0 +1,103 @@
+//! A synthetic fine-tuning setup for the step bench, the tests and the timing example: a seeded
+//! "pretrained" network (the architecture's initialization, SWAG statistics of unit variance
+//! and no deviations) and a batch of random inputs with balanced labels. No data set and no
+//! pretraining: it exercises the training step, not what the step learns.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use deelbo_candle::{SwagStatistics, seeded_var_builder};
+use deelbo_core::{NoiseKey, normal_at};
+use ndarray::Array2;
+
+use crate::data::{Batch, CLASSES};
+use crate::error::Result;
+use crate::models::Architecture;
+use crate::pretrain::{PretrainRecord, PretrainSettings, Pretrained, is_buffer, sorted_vars};
+
+/// Deviation columns of the synthetic SWAG statistics (the PTYL prior's rank).
+const RANK: usize = 5;
+
+/// The network `arch` (default [`PretrainSettings`]) at its seeded initialization (`seed`) as a
+/// [`Pretrained`] on the CPU, with SWAG mean 0, variance 1 and zero deviation columns for the
+/// backbone's trainable tensors (so a [`BackbonePrior::Ptyl`](crate::train::BackbonePrior::Ptyl) prior is well defined).
+pub fn pretrained(arch: Architecture, seed: u64) -> Result<Pretrained> {
+    let dev = Device::Cpu;
+    let settings = PretrainSettings::default();
+    let varmap = VarMap::new();
+    arch.build(
+        seeded_var_builder(&varmap, seed, DType::F32, &dev),
+        &settings.hidden,
+        CLASSES,
+    )?;
+    let tensors: Vec<(String, Tensor)> = sorted_vars(&varmap)?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    let layout: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("head.") && !is_buffer(k))
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect();
+    let d: usize = layout
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    Ok(Pretrained {
+        tensors,
+        swag: SwagStatistics {
+            layout,
+            mean: vec![0.0; d],
+            variance: vec![1.0; d],
+            deviations: Array2::zeros((d, RANK)),
+            snapshots: RANK,
+        },
+        record: PretrainRecord {
+            arch,
+            settings,
+            source_accuracy: 1.0,
+            source_nll: 0.0,
+            swag_snapshots: RANK,
+            seconds: 0.0,
+        },
+    })
+}
+
+/// `n` rows of 8x8 inputs `min(|eps|, 1)` (`eps` the normals of `key`, row-major) with labels
+/// `0, 1, ..., CLASSES - 1, 0, ...`, on the CPU.
+pub fn batch(n: usize, key: NoiseKey) -> Result<Batch> {
+    let dev = Device::Cpu;
+    let x: Vec<f32> = (0..n * 64)
+        .map(|i| normal_at(key, i as u64).abs().min(1.0))
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % CLASSES) as u32).collect();
+    Ok(Batch {
+        x: Tensor::from_vec(x, (n, 64), &dev)?,
+        y: Tensor::from_vec(labels.clone(), n, &dev)?,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setup_matches_the_network_it_describes() {
+        let p = pretrained(Architecture::Mlp, 1).unwrap();
+        let d: usize = p
+            .backbone()
+            .iter()
+            .filter(|(k, _)| !is_buffer(k))
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        // 64 -> 256 -> 256 weights and biases.
+        assert_eq!(d, 64 * 256 + 256 + 256 * 256 + 256);
+        assert_eq!(p.swag.mean.len(), d);
+        assert_eq!(p.swag.deviations.dim(), (d, RANK));
+        let b = batch(12, NoiseKey::new(9, 9)).unwrap();
+        assert_eq!(b.x.dims(), &[12, 64]);
+        assert_eq!(&b.labels[..6], &[0, 1, 2, 3, 4, 0]);
+        let x: Vec<f32> = b.x.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+}

@@ -8,17 +8,31 @@
 /// Clock ticks per second of `/proc/self/stat`.
 const USER_HZ: f64 = 100.0;
 
+/// Field `field` (1-based, as in `proc(5)`) of `/proc/self/stat`, from field 3 on.
+fn stat_field(field: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces); the
+    // first of them is field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace()
+        .nth(field.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
 /// CPU seconds (user + system, all threads) the process has used so far, or `None` when not
 /// available on this platform.
 pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
+    // utime and stime are fields 14 and 15.
+    let ticks = stat_field(14)? + stat_field(15)?;
+    Some(ticks as f64 / USER_HZ)
+}
+
+/// Minor page faults of the process so far (field 10, `minflt`: pages the kernel mapped in
+/// without I/O, e.g. freshly allocated memory touched for the first time), or `None` when not
+/// available on this platform.
+pub fn minor_page_faults() -> Option<u64> {
+    stat_field(10)
 }
 
 /// Measures the wall and CPU seconds of a piece of work.
@@ -66,5 +80,18 @@ mod tests {
         let cpu = sw.cpu_seconds().unwrap();
         // A busy loop of 0.3 s wall uses some CPU (less if the machine is oversubscribed).
         assert!(cpu > 0.0 && cpu <= sw.wall_seconds() + 0.05, "cpu {cpu}");
+    }
+
+    #[test]
+    fn touching_fresh_memory_counts_page_faults() {
+        let Some(before) = minor_page_faults() else {
+            return; // not Linux
+        };
+        // 64 MiB: mapped fresh from the kernel (above glibc's mmap threshold), each page (or
+        // each 2 MiB huge page) faulted in by the first write.
+        let v = vec![1u8; 64 << 20];
+        std::hint::black_box(&v);
+        let after = minor_page_faults().unwrap();
+        assert!(after >= before + 16, "{before} -> {after}");
     }
 }

@@ -22,7 +22,7 @@ use deelbo_transfer::cputime::process_cpu_seconds;
 use deelbo_transfer::data::Batch;
 use deelbo_transfer::pretrain::Pretrained;
 use deelbo_transfer::synthetic;
-use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer};
+use deelbo_transfer::train::{BackbonePrior, RunObjective, Trainer};
 use deelbo_transfer::{Architecture, TrainSettings};
 
 type Setup = (Pretrained, Batch);
@@ -36,15 +36,7 @@ fn setup(arch: Architecture, n: usize) -> Setup {
 }
 
 fn trainer(s: &Setup, arch: Architecture, objective: RunObjective) -> Trainer {
-    let inputs = RunInputs {
-        arch,
-        pretrained: &s.0,
-        ptyl: None,
-        train: &s.1,
-        validation: None,
-        test: &s.1,
-        predictive_samples: 1,
-    };
+    let inputs = synthetic::run_inputs(arch, &s.0, &s.1);
     let settings = TrainSettings {
         steps: u32::MAX as usize,
         ..TrainSettings::default()

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use deelbo_core::{KappaRule, NoiseKey};
 use deelbo_transfer::cputime::{Stopwatch, minor_page_faults};
 use deelbo_transfer::synthetic;
-use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer};
+use deelbo_transfer::train::{BackbonePrior, RunObjective, Trainer};
 use deelbo_transfer::{Architecture, TrainSettings};
 
 fn main() -> Result<()> {
@@ -42,15 +42,7 @@ fn main() -> Result<()> {
     }
     let pretrained = synthetic::pretrained(arch, 1)?;
     let batch = synthetic::batch(n, NoiseKey::new(9, 9))?;
-    let inputs = RunInputs {
-        arch,
-        pretrained: &pretrained,
-        ptyl: None,
-        train: &batch,
-        validation: None,
-        test: &batch,
-        predictive_samples: 1,
-    };
+    let inputs = synthetic::run_inputs(arch, &pretrained, &batch);
     let settings = TrainSettings {
         steps: u32::MAX as usize,
         ..TrainSettings::default()

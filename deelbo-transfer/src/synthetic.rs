@@ -13,6 +13,7 @@ use crate::data::{Batch, CLASSES};
 use crate::error::Result;
 use crate::models::Architecture;
 use crate::pretrain::{PretrainRecord, PretrainSettings, Pretrained, is_buffer, sorted_vars};
+use crate::train::RunInputs;
 
 /// Deviation columns of the synthetic SWAG statistics (the PTYL prior's rank).
 const RANK: usize = 5;
@@ -75,6 +76,24 @@ pub fn batch(n: usize, key: NoiseKey) -> Result<Batch> {
         y: Tensor::from_vec(labels.clone(), n, &dev)?,
         labels,
     })
+}
+
+/// [`RunInputs`] that train and test on `batch`: no validation split, no PTYL prior, one
+/// predictive sample.
+pub fn run_inputs<'a>(
+    arch: Architecture,
+    pretrained: &'a Pretrained,
+    batch: &'a Batch,
+) -> RunInputs<'a> {
+    RunInputs {
+        arch,
+        pretrained,
+        ptyl: None,
+        train: batch,
+        validation: None,
+        test: batch,
+        predictive_samples: 1,
+    }
 }
 
 #[cfg(test)]

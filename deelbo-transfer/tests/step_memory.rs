@@ -10,7 +10,8 @@
 mod common;
 
 use deelbo_core::KappaRule;
-use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer};
+use deelbo_transfer::synthetic;
+use deelbo_transfer::train::{BackbonePrior, RunObjective, Trainer};
 use deelbo_transfer::{Architecture, TrainSettings};
 
 fn resident_kib() -> Option<u64> {
@@ -38,15 +39,7 @@ fn two_hundred_steps_leave_the_resident_set_flat() {
     for arch in Architecture::ALL {
         for objective in objectives {
             let (pretrained, batch) = common::setup(arch, 50);
-            let inputs = RunInputs {
-                arch,
-                pretrained: &pretrained,
-                ptyl: None,
-                train: &batch,
-                validation: None,
-                test: &batch,
-                predictive_samples: 1,
-            };
+            let inputs = synthetic::run_inputs(arch, &pretrained, &batch);
             let settings = TrainSettings {
                 steps: 1000,
                 ..TrainSettings::default()

@@ -23,6 +23,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use deelbo_core::KappaRule;
 use deelbo_transfer::data::load_digits;
 use deelbo_transfer::pretrain::pretrain;
+use deelbo_transfer::synthetic;
 use deelbo_transfer::train::{BackbonePrior, RunInputs, RunObjective, Trainer, train_run};
 use deelbo_transfer::{Architecture, PretrainSettings, TrainSettings};
 
@@ -73,15 +74,7 @@ fn digest_of(tensors: &[&Tensor]) -> String {
 /// `STEPS` training steps; the digest of every loss, mean, `rho` and buffer afterwards.
 fn train_digest(arch: Architecture, n: usize, objective: RunObjective) -> String {
     let (pretrained, batch) = setup(arch, n);
-    let inputs = RunInputs {
-        arch,
-        pretrained: &pretrained,
-        ptyl: None,
-        train: &batch,
-        validation: None,
-        test: &batch,
-        predictive_samples: 1,
-    };
+    let inputs = synthetic::run_inputs(arch, &pretrained, &batch);
     let settings = TrainSettings {
         steps: 100,
         ..TrainSettings::default()

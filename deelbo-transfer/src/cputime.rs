@@ -8,31 +8,34 @@
 /// Clock ticks per second of `/proc/self/stat`.
 const USER_HZ: f64 = 100.0;
 
-/// Field `field` (1-based, as in `proc(5)`) of `/proc/self/stat`, from field 3 on.
-fn stat_field(field: usize) -> Option<u64> {
+/// Fields `fields` (1-based, as in `proc(5)`, each from field 3 on) of one read of
+/// `/proc/self/stat`.
+fn stat_fields<const K: usize>(fields: [usize; K]) -> Option<[u64; K]> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces); the
     // first of them is field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace()
-        .nth(field.checked_sub(3)?)?
-        .parse()
-        .ok()
+    let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let mut out = [0u64; K];
+    for (o, f) in out.iter_mut().zip(fields) {
+        *o = rest.get(f.checked_sub(3)?)?.parse().ok()?;
+    }
+    Some(out)
 }
 
 /// CPU seconds (user + system, all threads) the process has used so far, or `None` when not
 /// available on this platform.
 pub fn process_cpu_seconds() -> Option<f64> {
     // utime and stime are fields 14 and 15.
-    let ticks = stat_field(14)? + stat_field(15)?;
-    Some(ticks as f64 / USER_HZ)
+    let [utime, stime] = stat_fields([14, 15])?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// Minor page faults of the process so far (field 10, `minflt`: pages the kernel mapped in
 /// without I/O, e.g. freshly allocated memory touched for the first time), or `None` when not
 /// available on this platform.
 pub fn minor_page_faults() -> Option<u64> {
-    stat_field(10)
+    let [minflt] = stat_fields([10])?;
+    Some(minflt)
 }
 
 /// Measures the wall and CPU seconds of a piece of work.

@@ -23,7 +23,8 @@ use deelbo_transfer::{Architecture, TrainSettings};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let objective = match arg(0, "de-elbo").as_str() {
+    let protocol = arg(0, "de-elbo");
+    let objective = match protocol.as_str() {
         "map" => RunObjective::Map {
             alpha: 1e-3,
             beta: 1e-3,
@@ -62,8 +63,7 @@ fn main() -> Result<()> {
         .zip(minor_page_faults())
         .map(|(a, b)| (b - a) as f64 / steps as f64);
     println!(
-        "{} {arch} batch {n}: {:.3} ms/step wall, {} ms/step CPU, {} page faults/step",
-        arg(0, "de-elbo"),
+        "{protocol} {arch} batch {n}: {:.3} ms/step wall, {} ms/step CPU, {} page faults/step",
         per_step(watch.wall_seconds()),
         cpu.map_or("n/a".into(), |c| format!("{c:.3}")),
         faults.map_or("n/a".into(), |f| format!("{f:.1}")),

@@ -150,7 +150,7 @@ pub fn is_buffer(name: &str) -> bool {
         .any(|s| name.ends_with(&format!(".{s}")))
 }
 
-fn claimed(name: &str, prefixes: &[String]) -> bool {
+pub(crate) fn claimed(name: &str, prefixes: &[String]) -> bool {
     prefixes
         .iter()
         .any(|p| name == p || name.starts_with(&format!("{p}.")))

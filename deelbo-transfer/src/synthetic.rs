@@ -12,15 +12,14 @@ use ndarray::Array2;
 use crate::data::{Batch, CLASSES};
 use crate::error::Result;
 use crate::models::Architecture;
-use crate::pretrain::{PretrainRecord, PretrainSettings, Pretrained, is_buffer, sorted_vars};
+use crate::pretrain::{
+    PretrainRecord, PretrainSettings, Pretrained, claimed, is_buffer, sorted_vars,
+};
 use crate::train::RunInputs;
 
-/// Deviation columns of the synthetic SWAG statistics (the PTYL prior's rank).
-const RANK: usize = 5;
-
 /// The network `arch` (default [`PretrainSettings`]) at its seeded initialization (`seed`) as a
-/// [`Pretrained`] on the CPU, with SWAG mean 0, variance 1 and zero deviation columns for the
-/// backbone's trainable tensors (so a [`BackbonePrior::Ptyl`](crate::train::BackbonePrior::Ptyl) prior is well defined).
+/// [`Pretrained`] on the CPU, with SWAG mean 0, variance 1 and `swag_rank` zero deviation
+/// columns for the backbone's trainable tensors (the layout a real pretraining records) (so a [`BackbonePrior::Ptyl`](crate::train::BackbonePrior::Ptyl) prior is well defined).
 pub fn pretrained(arch: Architecture, seed: u64) -> Result<Pretrained> {
     let dev = Device::Cpu;
     let settings = PretrainSettings::default();
@@ -34,30 +33,32 @@ pub fn pretrained(arch: Architecture, seed: u64) -> Result<Pretrained> {
         .into_iter()
         .map(|(k, v)| (k, v.as_tensor().clone()))
         .collect();
+    let prefixes = arch.backbone_prefixes(&settings.hidden);
     let layout: Vec<(String, Vec<usize>)> = tensors
         .iter()
-        .filter(|(k, _)| !k.starts_with("head.") && !is_buffer(k))
+        .filter(|(k, _)| claimed(k, &prefixes) && !is_buffer(k))
         .map(|(k, t)| (k.clone(), t.dims().to_vec()))
         .collect();
     let d: usize = layout
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
+    let rank = settings.swag_rank;
     Ok(Pretrained {
         tensors,
         swag: SwagStatistics {
             layout,
             mean: vec![0.0; d],
             variance: vec![1.0; d],
-            deviations: Array2::zeros((d, RANK)),
-            snapshots: RANK,
+            deviations: Array2::zeros((d, rank)),
+            snapshots: rank,
         },
         record: PretrainRecord {
             arch,
             settings,
             source_accuracy: 1.0,
             source_nll: 0.0,
-            swag_snapshots: RANK,
+            swag_snapshots: rank,
             seconds: 0.0,
         },
     })
@@ -112,7 +113,20 @@ mod tests {
         // 64 -> 256 -> 256 weights and biases.
         assert_eq!(d, 64 * 256 + 256 + 256 * 256 + 256);
         assert_eq!(p.swag.mean.len(), d);
-        assert_eq!(p.swag.deviations.dim(), (d, RANK));
+        assert_eq!(p.swag.deviations.dim(), (d, 5));
+        // Every architecture: the SWAG layout is every trainable tensor but the head's (the
+        // classifier is `head.*`, everything else the backbone).
+        for arch in Architecture::ALL {
+            let p = pretrained(arch, 1).unwrap();
+            let layout: Vec<&str> = p.swag.layout.iter().map(|(k, _)| k.as_str()).collect();
+            let expected: Vec<&str> = p
+                .tensors
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !k.starts_with("head.") && !is_buffer(k))
+                .collect();
+            assert_eq!(layout, expected, "{arch}");
+        }
         let b = batch(12, NoiseKey::new(9, 9)).unwrap();
         assert_eq!(b.x.dims(), &[12, 64]);
         assert_eq!(&b.labels[..6], &[0, 1, 2, 3, 4, 0]);

@@ -172,16 +172,13 @@ impl InplaceOp2 for NesterovUpdate<'_> {
         let mut buffer = self.buffer.borrow_mut();
         let buffer = &mut **buffer;
         // The host buffer is created here, by the first pass, which then fills it.
-        if let Momentum::Empty = buffer {
-            match (&*s1, s2) {
-                (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                    *buffer = Momentum::Host(HostBuffer::F32(Vec::new()));
-                }
-                (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                    *buffer = Momentum::Host(HostBuffer::F64(Vec::new()));
-                }
-                _ => {}
-            }
+        let fresh = match (&*s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => Some(HostBuffer::F32(Vec::new())),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => Some(HostBuffer::F64(Vec::new())),
+            _ => None,
+        };
+        if let (Momentum::Empty, Some(h)) = (&*buffer, fresh) {
+            *buffer = Momentum::Host(h);
         }
         let (scale, momentum, lr) = (self.scale, self.momentum, self.lr);
         match (s1, s2, buffer) {

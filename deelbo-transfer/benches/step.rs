@@ -11,13 +11,15 @@
 //! Criterion times each step; afterwards the bench prints the DE-ELBO/MAP step ratio measured
 //! in the same process by interleaved rounds (median over rounds of wall time, and the ratio of
 //! process CPU seconds over all rounds), so machine load drifts hit both sides alike, and each
-//! side's median wall time per step. A filter that matches no criterion case
+//! side's median wall time per step, and beside them the time of drawing one step's standard
+//! normals alone and the ratio that cost by itself sets (`noise floor`: the noise's bits are
+//! the CPU/GPU contract, so no step can be cheaper than MAP plus this). A filter that matches no criterion case
 //! (`-- --bench none`) skips the criterion timings; the interleaved part still runs.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use deelbo_core::{KappaRule, NoiseKey};
+use deelbo_core::{InstructionSet, KappaRule, NoiseKey, fill_normals};
 use deelbo_transfer::cputime::process_cpu_seconds;
 use deelbo_transfer::data::Batch;
 use deelbo_transfer::pretrain::Pretrained;
@@ -79,13 +81,23 @@ fn bench_steps(c: &mut Criterion) {
     }
 }
 
-/// Interleaved rounds of MAP and DE-ELBO steps: the median wall time per step of each (ms) and
-/// the DE-ELBO/MAP ratios (median wall, CPU seconds over all rounds).
+/// Interleaved rounds of MAP and DE-ELBO steps: the median wall time per step of each (ms),
+/// the DE-ELBO/MAP ratios (median wall, CPU seconds over all rounds), and the median time of
+/// drawing one step's standard normals alone (the noise contract's Philox + Box-Muller for all
+/// `D` weights, the one cost a MAP step has no counterpart of), interleaved with them.
 struct Interleaved {
     map_ms: f64,
     de_elbo_ms: f64,
+    noise_ms: f64,
     wall: f64,
     cpu: f64,
+}
+
+impl Interleaved {
+    /// The ratio a DE-ELBO step would reach if drawing the noise were its only extra work.
+    fn noise_floor(&self) -> f64 {
+        1.0 + self.noise_ms / self.map_ms
+    }
 }
 
 fn interleaved_ratio(arch: Architecture, n: usize, rounds: usize, steps: usize) -> Interleaved {
@@ -95,7 +107,15 @@ fn interleaved_ratio(arch: Architecture, n: usize, rounds: usize, steps: usize) 
     let mut walls = [Vec::new(), Vec::new()];
     let mut cpu = [0.0f64; 2];
     let mut step = 0usize;
-    for _ in 0..rounds {
+    let mut eps = vec![0.0f32; de.model().num_params()];
+    let mut noise_walls = Vec::new();
+    for round in 0..rounds {
+        let w0 = Instant::now();
+        for k in 0..steps {
+            fill_normals(NoiseKey::new(round as u64, k as u64), 0, &mut eps);
+            std::hint::black_box(&eps);
+        }
+        noise_walls.push(w0.elapsed().as_secs_f64());
         for (k, t) in [&mut map, &mut de].into_iter().enumerate() {
             let c0 = process_cpu_seconds().unwrap_or(0.0);
             let w0 = Instant::now();
@@ -115,6 +135,7 @@ fn interleaved_ratio(arch: Architecture, n: usize, rounds: usize, steps: usize) 
     Interleaved {
         map_ms: m * 1e3 / steps as f64,
         de_elbo_ms: d * 1e3 / steps as f64,
+        noise_ms: median(&mut noise_walls) * 1e3 / steps as f64,
         wall: d / m,
         cpu: if cpu[0] > 0.0 {
             cpu[1] / cpu[0]
@@ -139,19 +160,32 @@ fn main() {
         .final_summary();
     println!("\nDE-ELBO / MAP step ratio (same process, interleaved; target <= 1.15):");
     println!(
-        "{:<6} {:>6} {:>12} {:>12} {:>14} {:>14}",
-        "arch", "batch", "wall median", "cpu total", "map ms/step", "de-elbo ms/step"
+        "noise: {} lanes; `noise floor` = 1 + (one step's normals alone) / (MAP step)",
+        InstructionSet::detected().name()
+    );
+    println!(
+        "{:<6} {:>6} {:>12} {:>12} {:>14} {:>14} {:>14} {:>12}",
+        "arch",
+        "batch",
+        "wall median",
+        "cpu total",
+        "map ms/step",
+        "de-elbo ms/step",
+        "noise ms/step",
+        "noise floor"
     );
     for (arch, n) in CASES {
         let r = interleaved_ratio(arch, n, 15, 40);
         println!(
-            "{:<6} {:>6} {:>11.3}x {:>11.3}x {:>14.3} {:>14.3}",
+            "{:<6} {:>6} {:>11.3}x {:>11.3}x {:>14.3} {:>14.3} {:>14.3} {:>11.3}x",
             arch.name(),
             n,
             r.wall,
             r.cpu,
             r.map_ms,
-            r.de_elbo_ms
+            r.de_elbo_ms,
+            r.noise_ms,
+            r.noise_floor()
         );
     }
 }

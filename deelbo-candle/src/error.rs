@@ -57,6 +57,12 @@ pub enum AdapterError {
         /// The rejected dtype.
         dtype: candle_core::DType,
     },
+    /// A [`crate::LeafSample`] used with a model it was not made for, or before its first draw.
+    #[error("leaf sample: {reason}")]
+    LeafSample {
+        /// What does not fit (no sample drawn yet, another model's tensors).
+        reason: String,
+    },
     /// A lookup of a weight tensor by a name that does not exist.
     #[error("no weight tensor named `{name}`")]
     MissingTensor {

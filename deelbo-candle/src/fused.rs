@@ -121,8 +121,25 @@ fn reparameterize_with<T: deelbo_core::Real>(m: &[T], sigma: f64, eps: &[f32]) -
     let s = T::from_f64_rounded(sigma);
     m.iter()
         .zip(eps)
-        .map(|(&m, &z)| m + s * T::from_noise(z))
+        .map(|(&m, &z)| reparameterized(m, s, z))
         .collect()
+}
+
+/// One weight of the sample: `m + s eps` (product, then sum, in `T`).
+#[inline(always)]
+fn reparameterized<T: deelbo_core::Real>(m: T, s: T, z: f32) -> T {
+    m + s * T::from_noise(z)
+}
+
+/// Fill `slot` with the noise of `(key, first, len)` unless it holds it already.
+fn fill_buffer(slot: &mut NoiseSlot, key: NoiseKey, first: u64, len: usize) {
+    let tag = (key, first, len);
+    if slot.tag != Some(tag) {
+        slot.tag = None;
+        slot.eps.resize(len, 0.0);
+        fill_normals(key, first, &mut slot.eps);
+        slot.tag = Some(tag);
+    }
 }
 
 impl CustomOp2 for Reparameterize {
@@ -150,13 +167,7 @@ impl CustomOp2 for Reparameterize {
             }
             NoiseCache::Shared(buffer) => {
                 let mut slot = buffer.lock();
-                let tag = (self.key, self.first, len);
-                if slot.tag != Some(tag) {
-                    slot.tag = None;
-                    slot.eps.resize(len, 0.0);
-                    fill_normals(self.key, self.first, &mut slot.eps);
-                    slot.tag = Some(tag);
-                }
+                fill_buffer(&mut slot, self.key, self.first, len);
                 reparameterize_storage(s1, l1, sigma, &slot.eps, self.name())?
             }
         };
@@ -181,14 +192,29 @@ impl CustomOp2 for Reparameterize {
         let g_sigma = match &self.cache {
             NoiseCache::Own(cell) => dot(cell.get().map(Vec::as_slice))?,
             NoiseCache::Shared(buffer) => {
-                let slot = buffer.lock();
-                let mine = slot.tag == Some((self.key, self.first, grad.elem_count()));
-                dot(mine.then_some(slot.eps.as_slice()))?
+                buffered_noise_dot(&grad_c, self.key, self.first, buffer)?
             }
         };
         let g_sigma = g_sigma.to_dtype(sigma.dtype())?.reshape(sigma.shape())?;
         Ok((Some(grad.clone()), Some(g_sigma)))
     }
+}
+
+/// `sum_i g_i eps_i` (scalar `f64` tensor) for a contiguous gradient `g`, `eps` from `buffer`
+/// while it holds the noise of `(key, first, len)` and regenerated from the counters otherwise.
+fn buffered_noise_dot(
+    g: &Tensor,
+    key: NoiseKey,
+    first: u64,
+    buffer: &NoiseBuffer,
+) -> candle_core::Result<Tensor> {
+    let slot = buffer.lock();
+    let mine = slot.tag == Some((key, first, g.elem_count()));
+    g.apply_op1_no_bwd(&NoiseDot {
+        key,
+        first,
+        cached: mine.then_some(slot.eps.as_slice()),
+    })
 }
 
 /// `sum_i g_i eps_i` as an `f64` scalar, `eps` from the forward's cache or regenerated from the
@@ -420,6 +446,148 @@ pub fn reparameterize_buffered(
             cache: NoiseCache::Shared(buffer.clone()),
         },
     )?)
+}
+
+/// `target = m + sigma eps` in place (arg = mean, scalar sigma), `eps` into the shared buffer.
+struct ReparameterizeInto<'a> {
+    sigma: f64,
+    key: NoiseKey,
+    first: u64,
+    buffer: &'a NoiseBuffer,
+}
+
+impl candle_core::InplaceOp2 for ReparameterizeInto<'_> {
+    fn name(&self) -> &'static str {
+        "deelbo-reparameterize-into"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        fn write<T: deelbo_core::Real>(out: &mut [T], m: &[T], sigma: f64, eps: &[f32]) {
+            let s = T::from_f64_rounded(sigma);
+            for ((w, &m), &z) in out.iter_mut().zip(m).zip(eps) {
+                *w = reparameterized(m, s, z);
+            }
+        }
+        let (a, b) = l1
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("the sample must be contiguous".into()))?;
+        let len = l2.shape().elem_count();
+        if b - a != len {
+            return Err(candle_core::Error::Msg(format!(
+                "sample of {} values for a mean of {len}",
+                b - a
+            )));
+        }
+        let mut slot = self.buffer.lock();
+        fill_buffer(&mut slot, self.key, self.first, len);
+        match (s1, s2) {
+            (CpuStorage::F32(w), CpuStorage::F32(m)) => write(
+                &mut w[a..b],
+                contiguous(m, l2, "mean")?,
+                self.sigma,
+                &slot.eps,
+            ),
+            (CpuStorage::F64(w), CpuStorage::F64(m)) => write(
+                &mut w[a..b],
+                contiguous(m, l2, "mean")?,
+                self.sigma,
+                &slot.eps,
+            ),
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "the sample and the mean must both be f32 or both f64".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`reparameterize_buffered`]'s forward written into `target` in place (no graph, no
+/// allocation): `target_i = m_i + sigma eps_i` with `sigma` rounded to the dtype, the same bits
+/// (CPU, contiguous tensors of one dtype and size).
+pub fn reparameterize_into(
+    target: &Tensor,
+    mean: &Tensor,
+    sigma: f64,
+    key: NoiseKey,
+    first: u64,
+    buffer: &NoiseBuffer,
+) -> Result<()> {
+    Ok(target.inplace_op2(
+        mean,
+        &ReparameterizeInto {
+            sigma,
+            key,
+            first,
+            buffer,
+        },
+    )?)
+}
+
+/// `sum_i g_i eps_i` in `f64` for the gradient `g` of the sample [`reparameterize_into`] drew
+/// with `(key, first)`: `eps` from `buffer` while it still holds that noise, else regenerated;
+/// the bits of [`reparameterize`]'s backward `dL/dsigma`.
+pub fn noise_dot_of(grad: &Tensor, key: NoiseKey, first: u64, buffer: &NoiseBuffer) -> Result<f64> {
+    let g = grad.contiguous()?;
+    Ok(buffered_noise_dot(&g, key, first, buffer)?.to_scalar::<f64>()?)
+}
+
+/// `acc += g` in place (CPU, contiguous tensors of one float dtype and size).
+struct AddAssign;
+
+impl candle_core::InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "deelbo-add-assign"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        fn add<T: Copy + std::ops::Add<Output = T>>(acc: &mut [T], g: &[T]) {
+            for (a, &g) in acc.iter_mut().zip(g) {
+                *a = *a + g;
+            }
+        }
+        let (a, b) = l1
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("the accumulator must be contiguous".into()))?;
+        if b - a != l2.shape().elem_count() {
+            return Err(candle_core::Error::Msg(
+                "add-assign of different sizes".into(),
+            ));
+        }
+        match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                add(&mut x[a..b], contiguous(g, l2, "addend")?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                add(&mut x[a..b], contiguous(g, l2, "addend")?)
+            }
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "add-assign needs two f32 or two f64 tensors".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `acc += g` in place on `acc`'s storage (CPU; both contiguous, one dtype, one size). `acc`
+/// must be a tensor nobody else reads (e.g. a gradient just taken out of a `GradStore`).
+pub(crate) fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
+    Ok(acc.inplace_op2(&g.contiguous()?, &AddAssign)?)
 }
 
 /// `||m - mu||^2` (`prior = None`: `||m||^2`) as a scalar `f64` tensor computed by the core's

@@ -326,7 +326,7 @@ impl VariationalModel {
 
     /// The standard normals `eps` of one tensor: `eps_j = normal_at(key, offset + j)`, as a
     /// tensor of the model's dtype and the tensor's shape.
-    fn noise(&self, key: NoiseKey, offset: u64, like: &Tensor) -> Result<Tensor> {
+    pub(crate) fn noise(&self, key: NoiseKey, offset: u64, like: &Tensor) -> Result<Tensor> {
         let mut eps = vec![0.0f32; like.elem_count()];
         fill_normals(key, offset, &mut eps);
         let t = Tensor::from_vec(eps, like.dims(), &self.device)?;
@@ -351,13 +351,26 @@ impl VariationalModel {
         } else {
             t.mean.as_detached_tensor()
         };
-        Ok(if self.fused {
-            crate::fused::reparameterize_buffered(&m, sigma, key, t.offset, &t.noise)?
-        } else {
-            let eps = self.noise(key, t.offset, &m)?;
-            // w = m + (sigma eps): product then sum, each rounded in the model dtype.
-            m.add(&eps.broadcast_mul(&sigma.to_dtype(self.dtype)?)?)?
-        })
+        if self.fused {
+            return crate::fused::reparameterize_buffered(&m, sigma, key, t.offset, &t.noise);
+        }
+        let eps = self.noise(key, t.offset, &m)?;
+        // w = m + (sigma eps): product then sum, each rounded in the model dtype.
+        let s = sigma.to_dtype(self.dtype)?;
+        if !track || self.dtype == DType::F64 {
+            return Ok(m.add(&eps.broadcast_mul(&s)?)?);
+        }
+        // The same value, with dL/dsigma = sum_i g_i eps_i summed in f64: through `s` candle
+        // would sum the f32 products in f32. The sample uses a detached `s`, and a term that is
+        // exactly zero, `eps (sigma - sigma)` in f64 (then cast), carries the f64 sum back to
+        // sigma (adding +0 changes no value; only a -0 sample would become +0).
+        let w = m.add(&eps.broadcast_mul(&s.detach())?)?;
+        let zero = sigma.sub(&sigma.detach())?;
+        let route = eps
+            .to_dtype(DType::F64)?
+            .broadcast_mul(&zero.to_dtype(DType::F64)?)?
+            .to_dtype(self.dtype)?;
+        Ok(w.add(&route)?)
     }
 
     fn sample_with(

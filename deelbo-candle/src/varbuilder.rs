@@ -19,6 +19,10 @@
 //! - [`VariationalModel::predictive_var_builder`]`(seed, s)`: sample `s` of the predictive
 //!   average, detached, with the keys of [`VariationalModel::sample_predictive`].
 //!
+//! A fourth, [`LeafSample::var_builder`], hands out the persistent leaves of a [`LeafSample`]:
+//! the model is built once and each step's sample is drawn into those leaves in place (the
+//! faster training loop; [`crate::leaves`]).
+//!
 //! Buffers (batch-norm running statistics) are handed out as the model's own `Var`s in every
 //! builder, so a `batch_norm` layer's running-statistics updates persist across the per-step
 //! rebuilds. A request for a name the model does not have, or with another shape, is an error
@@ -33,6 +37,7 @@ use candle_nn::{Init, VarBuilder};
 use deelbo_core::NoiseKey;
 
 use crate::error::{AdapterError, Result};
+use crate::leaves::LeafSample;
 use crate::model::{PREDICTIVE_BLOCK_BIT, VariationalModel};
 
 /// Which weights a builder hands out.
@@ -50,35 +55,60 @@ enum Draw {
     },
 }
 
+/// Where a builder's tensors come from.
+enum Source<'a> {
+    /// Drawn from the model per request.
+    Model {
+        model: &'a VariationalModel,
+        draw: Draw,
+    },
+    /// The persistent leaves of a [`LeafSample`].
+    Leaves(&'a LeafSample),
+}
+
 /// The [`SimpleBackend`] behind the model's VarBuilders.
 struct VariationalBackend<'a> {
-    model: &'a VariationalModel,
-    draw: Draw,
+    source: Source<'a>,
 }
 
 fn wrap(e: AdapterError) -> candle_core::Error {
     candle_core::Error::wrap(e)
 }
 
+fn missing(name: &str) -> candle_core::Error {
+    wrap(AdapterError::MissingTensor {
+        name: name.to_string(),
+    })
+}
+
+fn with_dtype(t: Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    if t.dtype() == dtype {
+        Ok(t)
+    } else {
+        t.to_dtype(dtype)
+    }
+}
+
 impl VariationalBackend<'_> {
     fn tensor(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
-        if let Some(buffer) = self.model.buffer(name) {
-            let t = buffer.as_tensor().clone();
-            return if t.dtype() == dtype {
-                Ok(t)
-            } else {
-                t.to_dtype(dtype)
-            };
+        let (model, draw) = match &self.source {
+            Source::Model { model, draw } => (*model, draw),
+            Source::Leaves(leaves) => {
+                let t = match (leaves.buffer(name), leaves.leaf(name)) {
+                    (Some(buffer), _) => buffer.as_tensor().clone(),
+                    (None, Some(leaf)) => leaf.as_tensor().clone(),
+                    (None, None) => return Err(missing(name)),
+                };
+                return with_dtype(t, dtype);
+            }
+        };
+        if let Some(buffer) = model.buffer(name) {
+            return with_dtype(buffer.as_tensor().clone(), dtype);
         }
-        let (block, t) = self.model.lookup(name).ok_or_else(|| {
-            wrap(AdapterError::MissingTensor {
-                name: name.to_string(),
-            })
-        })?;
-        let w = match &self.draw {
+        let (block, t) = model.lookup(name).ok_or_else(|| missing(name))?;
+        let w = match draw {
             Draw::Mean => t.mean.as_tensor().clone(),
-            Draw::Train { sigma, seed, step } => self
-                .model
+            Draw::Train { sigma, seed, step } => model
                 .draw(
                     t,
                     sigma,
@@ -90,8 +120,7 @@ impl VariationalBackend<'_> {
                 sigma,
                 seed,
                 sample,
-            } => self
-                .model
+            } => model
                 .draw(
                     t,
                     sigma,
@@ -100,11 +129,7 @@ impl VariationalBackend<'_> {
                 )
                 .map_err(wrap)?,
         };
-        if w.dtype() == dtype {
-            Ok(w)
-        } else {
-            w.to_dtype(dtype)
-        }
+        with_dtype(w, dtype)
     }
 }
 
@@ -138,14 +163,35 @@ impl SimpleBackend for VariationalBackend<'_> {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.model.buffer(name).is_some() || self.model.lookup(name).is_some()
+        match &self.source {
+            Source::Model { model, .. } => {
+                model.buffer(name).is_some() || model.lookup(name).is_some()
+            }
+            Source::Leaves(leaves) => leaves.buffer(name).is_some() || leaves.leaf(name).is_some(),
+        }
+    }
+}
+
+impl LeafSample {
+    /// A VarBuilder of the leaves themselves (and the model's buffers): build the model from it
+    /// once; every [`LeafSample::resample`] changes the weights that model computes with.
+    pub fn var_builder(&self) -> VarBuilder<'_> {
+        VarBuilder::from_backend(
+            Box::new(VariationalBackend {
+                source: Source::Leaves(self),
+            }),
+            self.dtype(),
+            self.device().clone(),
+        )
     }
 }
 
 impl VariationalModel {
     fn builder(&self, draw: Draw) -> VarBuilder<'_> {
         VarBuilder::from_backend(
-            Box::new(VariationalBackend { model: self, draw }),
+            Box::new(VariationalBackend {
+                source: Source::Model { model: self, draw },
+            }),
             self.dtype(),
             self.device().clone(),
         )

@@ -1,4 +1,5 @@
-//! Sums over weights are `f64` on every path (fused, composite, gradient-norm clipping), checked
+//! Sums over weights are `f64` on every path (fused, composite, leaves, gradient-norm clipping,
+//! the sample's `dL/dsigma`), checked
 //! on a block of 1.2e6 weights against an `f64` host sum where an `f32` sum is measurably off;
 //! and a low-rank (PTYL) block's candle KL and gradients equal the core's.
 
@@ -85,6 +86,73 @@ fn squared_distance_and_gradient_norm_of_a_million_weights_are_f64() {
         "grad norm {} vs {norm_ref}: {err:e}",
         r.grad_norms[0]
     );
+}
+
+/// `dL/drho = sigmoid(rho) sum_i c_i eps_i` for `L = sum_i c_i w~_i` over 1.2e6 sampled
+/// weights: `f64` on the fused and the composite graph path and on both leaf paths, against an
+/// `f64` host sum over the core's normals (an `f32` sum of the same products is off by ~1e-7).
+#[test]
+fn the_noise_dot_of_a_million_sampled_weights_is_f64_on_every_path() {
+    let dev = Device::Cpu;
+    let m = big_values(3, 0.2);
+    let c = big_values(4, 0.5);
+    let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), (1200, 1000), &dev).unwrap();
+    let (seed, step) = (21u64, 2u32);
+    let key = NoiseKey::for_block_step(seed, 0, step);
+    let products: Vec<f64> = c
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| f64::from(c) * f64::from(normal_at(key, i as u64)))
+        .collect();
+    let dot: f64 = products.iter().sum();
+    let f32_dot: f32 = c
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| c * normal_at(key, i as u64))
+        .sum();
+    assert!(
+        (f64::from(f32_dot) - dot).abs() > 1e-9 * dot.abs(),
+        "an f32 sum is expected to be off"
+    );
+    for fused in [true, false] {
+        let mut model = VariationalModel::new(
+            vec![BlockSpec::zero_mean("big", vec![("w".into(), t(&m))])],
+            IsotropicPosterior::from_sigma(0.01).unwrap(),
+        )
+        .unwrap();
+        model.set_fused(fused);
+        let want = model.posterior().unwrap().dsigma_drho() * dot;
+        let graph = {
+            let w = model.sample(seed, step).unwrap();
+            let loss = w.get("w").unwrap().mul(&t(&c)).unwrap().sum_all().unwrap();
+            loss.backward().unwrap()
+        };
+        let mut sample = deelbo_candle::LeafSample::new(&model).unwrap();
+        sample.resample(&model, seed, step).unwrap();
+        let mut leaf = {
+            let w = sample.leaf("w").unwrap().as_tensor();
+            w.mul(&t(&c))
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let leaf_dot = sample.gradients_to_posterior(&model, &mut leaf).unwrap();
+        assert!((leaf_dot - dot).abs() <= 1e-12 * dot.abs(), "fused={fused}");
+        for (path, g) in [("graph", &graph), ("leaves", &leaf)] {
+            let got = g
+                .get(model.rho().as_tensor())
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let err = (got - want).abs() / want.abs();
+            assert!(
+                err < 1e-12,
+                "{path}, fused={fused}: dL/drho {got} vs {want}: {err:e}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::loss::cross_entropy;
 use deelbo_candle::{
-    BlockPlan, BlockSpec, ClassificationMetrics, CosineSchedule, NesterovSgd, ParamGroup,
-    VariationalModel, elbo_loss, metrics_from_log_probs, predictive_log_probs_of,
+    BlockPlan, BlockSpec, ClassificationMetrics, CosineSchedule, LeafSample, NesterovSgd,
+    ParamGroup, VariationalModel, elbo_loss, metrics_from_log_probs, predictive_log_probs_of,
     seeded_var_builder,
 };
 use deelbo_core::{IsotropicPosterior, KappaRule, LowRankPrior, Objective, check};
@@ -252,8 +252,10 @@ pub struct Trainer {
     arch: Architecture,
     hidden: Vec<usize>,
     model: VariationalModel,
-    /// MAP: the network built once on the means; ELBOs rebuild it every step.
-    mean_net: Option<Net>,
+    /// The network, built once: MAP on the means, ELBOs on the leaves of `sample`.
+    net: Net,
+    /// ELBOs: the training sample the network computes with, redrawn every step.
+    sample: Option<LeafSample>,
     mode: Mode,
     opt: NesterovSgd,
     schedule: CosineSchedule,
@@ -293,19 +295,22 @@ impl Trainer {
             vars: model.mean_vars(),
             clip_norm: Some(settings.clip_norm),
         }];
-        let mean_net = match mode {
+        let (net, sample) = match mode {
             Mode::Elbo(_) => {
                 groups.push(ParamGroup {
                     vars: vec![model.rho().clone()],
                     clip_norm: Some(settings.clip_norm),
                 });
-                None
+                let sample = LeafSample::new(&model)?;
+                let net = inputs.arch.build(sample.var_builder(), &hidden, CLASSES)?;
+                (net, Some(sample))
             }
-            Mode::Map { .. } => Some(inputs.arch.build(
-                model.mean_var_builder(),
-                &hidden,
-                CLASSES,
-            )?),
+            Mode::Map { .. } => (
+                inputs
+                    .arch
+                    .build(model.mean_var_builder(), &hidden, CLASSES)?,
+                None,
+            ),
         };
         Ok(Self {
             arch: inputs.arch,
@@ -313,7 +318,8 @@ impl Trainer {
             schedule: CosineSchedule::new(lr, settings.steps)?,
             hidden,
             model,
-            mean_net,
+            net,
+            sample,
             mode,
             seed,
         })
@@ -326,24 +332,20 @@ impl Trainer {
 
     /// One optimizer step on the minibatch `(x, y)`; returns the loss.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, step: usize) -> Result<f64> {
-        let loss = match (&self.mode, &self.mean_net) {
-            (Mode::Map { alpha, beta }, Some(net)) => cross_entropy(&net.forward_t(x, true)?, y)?
+        if let Some(sample) = &mut self.sample {
+            sample.resample(&self.model, self.seed, step as u32)?;
+        }
+        let nll = cross_entropy(&self.net.forward_t(x, true)?, y)?;
+        let loss = match &self.mode {
+            Mode::Map { alpha, beta } => nll
                 .to_dtype(DType::F64)?
                 .add(&self.model.l2sp_penalty(&[*alpha, *beta])?)?,
-            (Mode::Elbo(obj), _) => {
-                let vb = self.model.var_builder(self.seed, step as u32)?;
-                let net = self.arch.build(vb, &self.hidden, CLASSES)?;
-                let nll = cross_entropy(&net.forward_t(x, true)?, y)?;
-                elbo_loss(&nll, &self.model.kl(obj)?)?
-            }
-            (Mode::Map { .. }, None) => {
-                return Err(TransferError::Data {
-                    name: "trainer".to_string(),
-                    reason: "a MAP run has no network".to_string(),
-                });
-            }
+            Mode::Elbo(obj) => elbo_loss(&nll, &self.model.kl(obj)?)?,
         };
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        if let Some(sample) = &self.sample {
+            sample.gradients_to_posterior(&self.model, &mut grads)?;
+        }
         let value = loss.to_scalar::<f64>()?;
         self.opt.step(&grads, self.schedule.lr(step))?;
         Ok(value)

@@ -448,17 +448,20 @@ pub fn reparameterize_buffered(
     )?)
 }
 
-/// `target = m + sigma eps` in place (arg = mean, scalar sigma), `eps` into the shared buffer.
-struct ReparameterizeInto<'a> {
-    sigma: f64,
-    key: NoiseKey,
-    first: u64,
-    buffer: &'a NoiseBuffer,
+/// An element-wise update of one tensor's storage from another's, `out_i = f(out_i, x_i)`-like,
+/// for both float types (CPU, both contiguous, one dtype, one size).
+trait InPlaceKernel {
+    const NAME: &'static str;
+    fn f32(&self, out: &mut [f32], x: &[f32]);
+    fn f64(&self, out: &mut [f64], x: &[f64]);
 }
 
-impl candle_core::InplaceOp2 for ReparameterizeInto<'_> {
+/// The candle in-place op of an [`InPlaceKernel`]: checks the layouts, dispatches on the dtype.
+struct InPlace<K>(K);
+
+impl<K: InPlaceKernel> candle_core::InplaceOp2 for InPlace<K> {
     fn name(&self) -> &'static str {
-        "deelbo-reparameterize-into"
+        K::NAME
     }
 
     fn cpu_fwd(
@@ -468,44 +471,61 @@ impl candle_core::InplaceOp2 for ReparameterizeInto<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        fn write<T: deelbo_core::Real>(out: &mut [T], m: &[T], sigma: f64, eps: &[f32]) {
-            let s = T::from_f64_rounded(sigma);
-            for ((w, &m), &z) in out.iter_mut().zip(m).zip(eps) {
-                *w = reparameterized(m, s, z);
-            }
-        }
-        let (a, b) = l1
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("the sample must be contiguous".into()))?;
-        let len = l2.shape().elem_count();
-        if b - a != len {
+        let (a, b) = l1.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg(format!("{}: the target must be contiguous", K::NAME))
+        })?;
+        if b - a != l2.shape().elem_count() {
             return Err(candle_core::Error::Msg(format!(
-                "sample of {} values for a mean of {len}",
-                b - a
+                "{}: {} values from {}",
+                K::NAME,
+                b - a,
+                l2.shape().elem_count()
             )));
         }
-        let mut slot = self.buffer.lock();
-        fill_buffer(&mut slot, self.key, self.first, len);
         match (s1, s2) {
-            (CpuStorage::F32(w), CpuStorage::F32(m)) => write(
-                &mut w[a..b],
-                contiguous(m, l2, "mean")?,
-                self.sigma,
-                &slot.eps,
-            ),
-            (CpuStorage::F64(w), CpuStorage::F64(m)) => write(
-                &mut w[a..b],
-                contiguous(m, l2, "mean")?,
-                self.sigma,
-                &slot.eps,
-            ),
+            (CpuStorage::F32(out), CpuStorage::F32(x)) => {
+                self.0.f32(&mut out[a..b], contiguous(x, l2, K::NAME)?)
+            }
+            (CpuStorage::F64(out), CpuStorage::F64(x)) => {
+                self.0.f64(&mut out[a..b], contiguous(x, l2, K::NAME)?)
+            }
             _ => {
-                return Err(candle_core::Error::Msg(
-                    "the sample and the mean must both be f32 or both f64".into(),
-                ));
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: needs two f32 or two f64 tensors",
+                    K::NAME
+                )));
             }
         }
         Ok(())
+    }
+}
+
+/// `out = m + sigma eps` (x = the mean), `eps` into (or from) the shared buffer.
+struct ReparameterizeInto<'a> {
+    sigma: f64,
+    key: NoiseKey,
+    first: u64,
+    buffer: &'a NoiseBuffer,
+}
+
+impl ReparameterizeInto<'_> {
+    fn write<T: deelbo_core::Real>(&self, out: &mut [T], m: &[T]) {
+        let mut slot = self.buffer.lock();
+        fill_buffer(&mut slot, self.key, self.first, m.len());
+        let s = T::from_f64_rounded(self.sigma);
+        for ((w, &m), &z) in out.iter_mut().zip(m).zip(&slot.eps) {
+            *w = reparameterized(m, s, z);
+        }
+    }
+}
+
+impl InPlaceKernel for ReparameterizeInto<'_> {
+    const NAME: &'static str = "deelbo-reparameterize-into";
+    fn f32(&self, out: &mut [f32], m: &[f32]) {
+        self.write(out, m)
+    }
+    fn f64(&self, out: &mut [f64], m: &[f64]) {
+        self.write(out, m)
     }
 }
 
@@ -522,12 +542,12 @@ pub fn reparameterize_into(
 ) -> Result<()> {
     Ok(target.inplace_op2(
         mean,
-        &ReparameterizeInto {
+        &InPlace(ReparameterizeInto {
             sigma,
             key,
             first,
             buffer,
-        },
+        }),
     )?)
 }
 
@@ -539,55 +559,23 @@ pub fn noise_dot_of(grad: &Tensor, key: NoiseKey, first: u64, buffer: &NoiseBuff
     Ok(buffered_noise_dot(&g, key, first, buffer)?.to_scalar::<f64>()?)
 }
 
-/// `acc += g` in place (CPU, contiguous tensors of one float dtype and size).
+/// `acc += x`.
 struct AddAssign;
 
-impl candle_core::InplaceOp2 for AddAssign {
-    fn name(&self) -> &'static str {
-        "deelbo-add-assign"
+impl InPlaceKernel for AddAssign {
+    const NAME: &'static str = "deelbo-add-assign";
+    fn f32(&self, acc: &mut [f32], x: &[f32]) {
+        acc.iter_mut().zip(x).for_each(|(a, &x)| *a += x);
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        fn add<T: Copy + std::ops::Add<Output = T>>(acc: &mut [T], g: &[T]) {
-            for (a, &g) in acc.iter_mut().zip(g) {
-                *a = *a + g;
-            }
-        }
-        let (a, b) = l1
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("the accumulator must be contiguous".into()))?;
-        if b - a != l2.shape().elem_count() {
-            return Err(candle_core::Error::Msg(
-                "add-assign of different sizes".into(),
-            ));
-        }
-        match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                add(&mut x[a..b], contiguous(g, l2, "addend")?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                add(&mut x[a..b], contiguous(g, l2, "addend")?)
-            }
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "add-assign needs two f32 or two f64 tensors".into(),
-                ));
-            }
-        }
-        Ok(())
+    fn f64(&self, acc: &mut [f64], x: &[f64]) {
+        acc.iter_mut().zip(x).for_each(|(a, &x)| *a += x);
     }
 }
 
 /// `acc += g` in place on `acc`'s storage (CPU; both contiguous, one dtype, one size). `acc`
 /// must be a tensor nobody else reads (e.g. a gradient just taken out of a `GradStore`).
 pub(crate) fn add_assign(acc: &Tensor, g: &Tensor) -> Result<()> {
-    Ok(acc.inplace_op2(&g.contiguous()?, &AddAssign)?)
+    Ok(acc.inplace_op2(&g.contiguous()?, &InPlace(AddAssign))?)
 }
 
 /// `||m - mu||^2` (`prior = None`: `||m||^2`) as a scalar `f64` tensor computed by the core's

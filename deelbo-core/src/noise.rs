@@ -369,6 +369,26 @@ pub fn fill_normals_on(isa: InstructionSet, key: NoiseKey, first: u64, out: &mut
     }
 }
 
+/// `f` on each of `N` independent vectors: each step of the SIMD paths' `ln` and `box_muller`
+/// is written once and applied to all of them in turn, so the instruction stream interleaves
+/// `N` dependency chains (the division, the square root and the polynomials are long chains).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn each<const N: usize, T: Copy, U>(x: [T; N], mut f: impl FnMut(T) -> U) -> [U; N] {
+    std::array::from_fn(|k| f(x[k]))
+}
+
+/// [`each`] over two arrays side by side.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn each2<const N: usize, T: Copy, V: Copy, U>(
+    x: [T; N],
+    y: [V; N],
+    mut f: impl FnMut(T, V) -> U,
+) -> [U; N] {
+    std::array::from_fn(|k| f(x[k], y[k]))
+}
+
 /// Box–Muller over consecutive word pairs: one straight-line loop, so it vectorizes.
 #[inline(always)]
 fn transform_words(words: &[u32], normals: &mut [f32]) {

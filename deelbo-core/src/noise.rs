@@ -24,9 +24,10 @@
 //! # Instruction-set paths
 //!
 //! [`fill_normals`] picks the fastest path the running CPU supports ([`InstructionSet`]):
-//! AVX-512F intrinsics (sixteen Philox blocks per vector, two vectors' rounds interleaved),
-//! AVX2 intrinsics (eight blocks per vector, two vectors interleaved, the same layout), or the
-//! portable baseline. All three perform the
+//! AVX-512F intrinsics (the Philox rounds on eight blocks per vector in 64-bit elements, four
+//! vectors interleaved; Box–Muller on sixteen blocks per vector, four vector pairs
+//! interleaved), AVX2 intrinsics (eight blocks per vector in 32-bit lanes, two vectors
+//! interleaved, Box–Muller two pairs at a time), or the portable baseline. All three perform the
 //! same IEEE 754 operations in the same order and give the same bits;
 //! `tests/noise_paths.rs` compares them over 1e8 values and against digests recorded before
 //! the AVX-512 path existed. Measured on one core, in cache: on an earlier Xeon with AVX-512

@@ -14,7 +14,8 @@
 //! side's median wall time per step, and beside them the time of drawing one step's standard
 //! normals alone and the ratio that cost by itself sets (`noise floor`: the noise's bits are
 //! the CPU/GPU contract, so no step can be cheaper than MAP plus this). A filter that matches no criterion case
-//! (`-- --bench none`) skips the criterion timings; the interleaved part still runs.
+//! (`cargo bench -p deelbo-transfer --bench step -- none`) skips the criterion timings; the
+//! interleaved part still runs.
 
 use std::time::{Duration, Instant};
 

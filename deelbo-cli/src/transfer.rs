@@ -140,7 +140,8 @@ pub fn run_finetune_command(args: &FinetuneArgs) -> Result<()> {
 }
 
 /// One line per training run: stage, learning rate, final training loss, the learned block
-/// variances and distances, sigma, test accuracy (posterior mean) and CPU seconds.
+/// variances and distances, sigma, test accuracy (posterior mean) and the CPU seconds the run
+/// costs its protocol (training and selection).
 fn run_lines(records: &[deelbo_transfer::RunRecord]) -> String {
     let mut out = String::new();
     for r in records {
@@ -173,7 +174,7 @@ fn run_lines(records: &[deelbo_transfer::RunRecord]) -> String {
                     o.sigma.map(|s| format!("{s:.2e}")).unwrap_or("-".into()),
                     blocks.join(", "),
                     o.test.accuracy,
-                    r.cpu_seconds.unwrap_or(f64::NAN)
+                    r.protocol_seconds().1.unwrap_or(f64::NAN)
                 )
             }
         };

@@ -8,8 +8,10 @@
 //! - `elbo` / `de-elbo`: one run per learning rate on all N (kappa = 1 or D/N, learned lambda and
 //!   tau), the run with the lowest final training loss is kept. No validation split.
 //!
-//! The protocol's wall time is the sum of its runs' wall times (pretraining, shared by all, is
-//! excluded); its CPU time likewise (robust to other processes competing for the cores). Test sets are all target-task examples outside the N.
+//! The protocol's wall time is the sum over its runs of training and of the selection criterion
+//! ([`RunRecord::protocol_seconds`]; pretraining, shared by all, and the test metrics each run
+//! computes for the report are excluded); its CPU time likewise (robust to other processes
+//! competing for the cores). Test sets are all target-task examples outside the N.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -280,8 +282,8 @@ fn run_protocol(
             blocks: o.blocks.clone(),
             sigma: o.sigma,
             runs: records.len(),
-            seconds: records.iter().map(|r| r.seconds).sum(),
-            cpu_seconds: records.iter().map(|r| r.cpu_seconds).sum(),
+            seconds: records.iter().map(|r| r.protocol_seconds().0).sum(),
+            cpu_seconds: records.iter().map(|r| r.protocol_seconds().1).sum(),
             lr: best.stage.lr(),
             alpha,
             beta,

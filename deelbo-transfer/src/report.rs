@@ -133,9 +133,9 @@ fn fmt_fixed(v: Option<f64>) -> String {
 
 /// One method's curve for one (architecture, N): after each training run of the protocol
 /// (averaged over seeds),
-/// the cumulative wall seconds and the test accuracy of the model the protocol would select so
-/// far (grid: best validation NLL so far, the final point is the retrain on all N; ELBOs: lowest
-/// final training loss so far).
+/// the cumulative wall seconds the protocol has paid ([`RunRecord::protocol_seconds`]) and the
+/// test accuracy of the model it would select so far (grid: best validation NLL so far, the
+/// final point is the retrain on all N; ELBOs: lowest final training loss so far).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
     /// The network.
@@ -169,7 +169,7 @@ pub fn accuracy_time_curves(records: &[RunRecord]) -> Vec<Curve> {
             let mut best: Option<(f64, f64)> = None; // (criterion, accuracy)
             let mut pts = Vec::new();
             for r in rs {
-                t += r.seconds;
+                t += r.protocol_seconds().0;
                 if let Some(o) = &r.outcome {
                     match r.stage {
                         Stage::Retrain { .. } => best = Some((f64::NEG_INFINITY, o.test.accuracy)),

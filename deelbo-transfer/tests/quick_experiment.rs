@@ -60,6 +60,32 @@ fn de_elbo_is_close_to_grid_search_and_plain_elbo_collapses() {
         .find(|r| r.method == Method::MapGrid)
         .unwrap();
     assert_eq!(grid_row.runs, 9);
+    // A protocol's time is its runs' training and selection, summed from each run's own
+    // outcome; the test metrics every run computes for the report (for the ELBOs the S-sample
+    // predictive too) are not part of it.
+    for r in &report.rows {
+        let runs: Vec<_> = report
+            .records
+            .iter()
+            .filter(|x| (x.arch, x.n, x.seed, x.method) == (r.arch, r.n, r.seed, r.method))
+            .collect();
+        assert_eq!(runs.len(), r.runs);
+        let outcomes: Vec<_> = runs.iter().map(|x| x.outcome.as_ref().unwrap()).collect();
+        let train_and_select: f64 = outcomes.iter().map(|o| o.seconds).sum();
+        let evaluation: f64 = outcomes.iter().map(|o| o.eval_seconds).sum();
+        let whole: f64 = runs.iter().map(|x| x.seconds).sum();
+        assert!(
+            (r.seconds - train_and_select).abs() <= 1e-9 * train_and_select,
+            "{:?}: {} against {train_and_select}",
+            r.method,
+            r.seconds
+        );
+        assert!(
+            evaluation > 0.0 && r.seconds + evaluation <= whole,
+            "{:?}",
+            r.method
+        );
+    }
     // Outputs exist.
     for f in [
         &report.files.json,

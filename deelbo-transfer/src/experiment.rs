@@ -8,6 +8,11 @@
 //! - `elbo` / `de-elbo`: one run per learning rate on all N (kappa = 1 or D/N, learned lambda and
 //!   tau), the run with the lowest final training loss is kept. No validation split.
 //!
+//! The experiment runs the protocols of one (architecture, N, seed) side by side: their candidate
+//! runs interleaved so that each protocol's are spread evenly over the stretch (`interleaved`),
+//! then each protocol's selection (and the grid's retrain). The results do not depend on the
+//! order; the times do, on a machine whose speed drifts, and interleaved they drift alike.
+//!
 //! The protocol's wall time is the sum over its runs of training and of the selection criterion
 //! ([`RunRecord::protocol_seconds`]; pretraining, shared by all, and the test metrics each run
 //! computes for the report are excluded); its CPU time likewise (robust to other processes
@@ -234,44 +239,191 @@ fn best_by(records: &[RunRecord], score: impl Fn(&RunOutcome) -> Option<f64>) ->
     best.map(|(i, _)| i)
 }
 
+/// One training run a protocol tries before it selects: a grid cell on the 80% split, or one
+/// learning rate of an ELBO on all N.
+#[derive(Clone, Copy)]
+struct Candidate<'a> {
+    method: Method,
+    index: usize,
+    stage: Stage,
+    inputs: RunInputs<'a>,
+    objective: RunObjective,
+}
+
+/// The candidate runs of `method` in protocol order.
+fn candidates<'a>(
+    method: Method,
+    settings: &ProtocolSettings,
+    data: &'a ProtocolData,
+    base: RunInputs<'a>,
+) -> Result<Vec<Candidate<'a>>> {
+    Ok(match method {
+        Method::MapGrid => {
+            let (fit, val) = data.fit.as_ref().ok_or_else(|| TransferError::Data {
+                name: "split".to_string(),
+                reason: "no validation split".to_string(),
+            })?;
+            let inputs = RunInputs {
+                train: fit,
+                validation: Some(val),
+                ..base
+            };
+            let mut out = Vec::with_capacity(settings.grid_runs());
+            for &lr in &settings.grid_lrs {
+                for &alpha in &settings.alphas {
+                    for &beta in &settings.betas {
+                        out.push(Candidate {
+                            method,
+                            index: out.len(),
+                            stage: Stage::Grid { alpha, beta, lr },
+                            inputs,
+                            objective: RunObjective::Map { alpha, beta },
+                        });
+                    }
+                }
+            }
+            out
+        }
+        Method::Elbo | Method::DeElbo | Method::DeElboPtyl => {
+            let (rule, prior) = match method {
+                Method::Elbo => (KappaRule::Standard, BackbonePrior::L2sp),
+                Method::DeElbo => (KappaRule::DataEmphasized, BackbonePrior::L2sp),
+                _ => (KappaRule::DataEmphasized, BackbonePrior::Ptyl),
+            };
+            (settings.elbo_lrs.iter().enumerate())
+                .map(|(index, &lr)| Candidate {
+                    method,
+                    index,
+                    stage: Stage::Lr { lr },
+                    inputs: base,
+                    objective: RunObjective::Variational { rule, prior },
+                })
+                .collect()
+        }
+    })
+}
+
+/// The candidates of several protocols merged into one run order in which each protocol's runs
+/// are spread evenly: run `j` of a protocol with `c` candidates sits at `(j + 1/2)/c` of the
+/// way (ties in protocol order). A slow stretch of the machine (VMs drift by 20% within
+/// minutes) then falls on every protocol in proportion to its runs, instead of on whichever
+/// protocol happened to run then: the 4 runs of an ELBO take seconds beside the grid's minutes.
+/// Which runs there are, and their results, do not depend on the order.
+/// Returns `(protocol position, run)` pairs.
+fn interleaved<T>(protocols: Vec<Vec<T>>) -> Vec<(usize, T)> {
+    let mut all: Vec<(f64, usize, T)> = protocols
+        .into_iter()
+        .enumerate()
+        .flat_map(|(p, runs)| {
+            let c = runs.len() as f64;
+            runs.into_iter()
+                .enumerate()
+                .map(move |(j, run)| ((j as f64 + 0.5) / c, p, run))
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.into_iter().map(|(_, p, run)| (p, run)).collect()
+}
+
+/// The protocols `methods` for one (architecture, N, seed): their candidate runs interleaved
+/// ([`interleaved`]), then each protocol's selection (and the grid's retrain on all N). Returns
+/// one row per method, in `methods` order, and every run record in run order.
 #[allow(clippy::too_many_arguments)]
-fn run_protocol(
+fn run_protocols(
     bench: &Workbench,
     settings: &ProtocolSettings,
     arch: Architecture,
     n: usize,
     seed: u64,
-    method: Method,
+    methods: &[Method],
     log: &mut RunLog<'_>,
     progress: &mut dyn Progress,
-) -> Result<(ResultRow, Vec<RunRecord>)> {
-    progress.protocol_started(arch, n, seed, method);
-    let data = protocol_data(bench, settings, n, seed, method)?;
+) -> Result<(Vec<ResultRow>, Vec<RunRecord>)> {
     let source = bench.source(arch)?;
-    let all_failed = || TransferError::AllRunsDiverged {
-        arch: arch.name(),
-        method: method.name(),
-        n,
-        seed,
-    };
-    let base = RunInputs {
-        arch,
-        pretrained: &source.pretrained,
-        ptyl: Some(&source.ptyl),
-        train: &data.train,
-        validation: None,
-        test: &data.test,
-        predictive_samples: settings.predictive_samples,
-    };
-    let mut records = Vec::new();
-    let row = |records: &[RunRecord], best: &RunRecord, o: &RunOutcome| {
-        let (alpha, beta) = match best.stage {
+    let data = methods
+        .iter()
+        .map(|&m| protocol_data(bench, settings, n, seed, m))
+        .collect::<Result<Vec<_>>>()?;
+    let bases: Vec<RunInputs<'_>> = data
+        .iter()
+        .map(|d| RunInputs {
+            arch,
+            pretrained: &source.pretrained,
+            ptyl: Some(&source.ptyl),
+            train: &d.train,
+            validation: None,
+            test: &d.test,
+            predictive_samples: settings.predictive_samples,
+        })
+        .collect();
+    let plans = methods
+        .iter()
+        .zip(&data)
+        .zip(&bases)
+        .map(|((&m, d), &base)| candidates(m, settings, d, base))
+        .collect::<Result<Vec<_>>>()?;
+    let mut order = Vec::new();
+    let mut tried: Vec<Vec<RunRecord>> = vec![Vec::new(); methods.len()];
+    let mut current = None;
+    for (slot, c) in interleaved(plans) {
+        if current != Some(c.method) {
+            progress.protocol_started(arch, n, seed, c.method);
+            current = Some(c.method);
+        }
+        let r = run_or_restore(
+            log,
+            progress,
+            (arch, n, seed, c.method, c.index),
+            c.stage,
+            c.inputs,
+            c.objective,
+            settings,
+        )?;
+        tried[slot].push(r.clone());
+        order.push(r);
+    }
+    let mut rows = Vec::with_capacity(methods.len());
+    for ((&method, &base), mut records) in methods.iter().zip(&bases).zip(tried) {
+        let all_failed = || TransferError::AllRunsDiverged {
+            arch: arch.name(),
+            method: method.name(),
+            n,
+            seed,
+        };
+        let best = match method {
+            Method::MapGrid => {
+                let best =
+                    best_by(&records, |o| o.validation.map(|v| v.nll)).ok_or_else(all_failed)?;
+                let Stage::Grid { alpha, beta, lr } = records[best].stage else {
+                    return Err(all_failed());
+                };
+                progress.protocol_started(arch, n, seed, method);
+                let retrain = run_or_restore(
+                    log,
+                    progress,
+                    (arch, n, seed, method, records.len()),
+                    Stage::Retrain { alpha, beta, lr },
+                    base,
+                    RunObjective::Map { alpha, beta },
+                    settings,
+                )?;
+                records.push(retrain.clone());
+                order.push(retrain);
+                records.len() - 1
+            }
+            Method::Elbo | Method::DeElbo | Method::DeElboPtyl => {
+                best_by(&records, |o| Some(o.final_train_loss)).ok_or_else(all_failed)?
+            }
+        };
+        let chosen = &records[best];
+        let o = chosen.outcome.as_ref().ok_or_else(all_failed)?;
+        let (alpha, beta) = match chosen.stage {
             Stage::Grid { alpha, beta, .. } | Stage::Retrain { alpha, beta, .. } => {
                 (Some(alpha), Some(beta))
             }
             Stage::Lr { .. } => (None, None),
         };
-        ResultRow {
+        rows.push(ResultRow {
             arch,
             n,
             seed,
@@ -284,82 +436,12 @@ fn run_protocol(
             runs: records.len(),
             seconds: records.iter().map(|r| r.protocol_seconds().0).sum(),
             cpu_seconds: records.iter().map(|r| r.protocol_seconds().1).sum(),
-            lr: best.stage.lr(),
+            lr: chosen.stage.lr(),
             alpha,
             beta,
-        }
-    };
-    match method {
-        Method::MapGrid => {
-            let (fit, val) = data.fit.as_ref().ok_or_else(|| TransferError::Data {
-                name: "split".to_string(),
-                reason: "no validation split".to_string(),
-            })?;
-            let inputs = RunInputs {
-                train: fit,
-                validation: Some(val),
-                ..base
-            };
-            let mut index = 0;
-            for &lr in &settings.grid_lrs {
-                for &alpha in &settings.alphas {
-                    for &beta in &settings.betas {
-                        let r = run_or_restore(
-                            log,
-                            progress,
-                            (arch, n, seed, method, index),
-                            Stage::Grid { alpha, beta, lr },
-                            inputs,
-                            RunObjective::Map { alpha, beta },
-                            settings,
-                        )?;
-                        records.push(r);
-                        index += 1;
-                    }
-                }
-            }
-            let best = best_by(&records, |o| o.validation.map(|v| v.nll)).ok_or_else(all_failed)?;
-            let Stage::Grid { alpha, beta, lr } = records[best].stage else {
-                return Err(all_failed());
-            };
-            let retrain = run_or_restore(
-                log,
-                progress,
-                (arch, n, seed, method, index),
-                Stage::Retrain { alpha, beta, lr },
-                base,
-                RunObjective::Map { alpha, beta },
-                settings,
-            )?;
-            records.push(retrain.clone());
-            let o = retrain.outcome.as_ref().ok_or_else(all_failed)?;
-            let r = row(&records, &retrain, o);
-            Ok((r, records))
-        }
-        Method::Elbo | Method::DeElbo | Method::DeElboPtyl => {
-            let (rule, prior) = match method {
-                Method::Elbo => (KappaRule::Standard, BackbonePrior::L2sp),
-                Method::DeElbo => (KappaRule::DataEmphasized, BackbonePrior::L2sp),
-                _ => (KappaRule::DataEmphasized, BackbonePrior::Ptyl),
-            };
-            for (index, &lr) in settings.elbo_lrs.iter().enumerate() {
-                let r = run_or_restore(
-                    log,
-                    progress,
-                    (arch, n, seed, method, index),
-                    Stage::Lr { lr },
-                    base,
-                    RunObjective::Variational { rule, prior },
-                    settings,
-                )?;
-                records.push(r);
-            }
-            let best = best_by(&records, |o| Some(o.final_train_loss)).ok_or_else(all_failed)?;
-            let o = records[best].outcome.as_ref().ok_or_else(all_failed)?;
-            let r = row(&records, &records[best], o);
-            Ok((r, records))
-        }
+        });
     }
+    Ok((rows, order))
 }
 
 /// What [`run_finetune`] returns.
@@ -385,17 +467,21 @@ pub fn run_finetune(
     let bench = Workbench::prepare(&config.out_dir, &config.protocol, &[config.arch])?;
     progress.begin(config.protocol.runs_of(config.method), 0);
     let mut log = RunLog::Memory(Vec::new());
-    let (row, records) = run_protocol(
+    let (mut rows, records) = run_protocols(
         &bench,
         &config.protocol,
         config.arch,
         config.n,
         config.seed,
-        config.method,
+        &[config.method],
         &mut log,
         progress,
     )?;
     progress.finish();
+    let row = rows.pop().ok_or_else(|| TransferError::Data {
+        name: "protocol".to_string(),
+        reason: "no result row".to_string(),
+    })?;
     let source = bench.source(config.arch)?;
     Ok(FinetuneReport {
         row,
@@ -468,22 +554,20 @@ pub fn run_experiment(
     for &arch in &config.architectures {
         for &n in &config.sizes {
             for &seed in &config.seeds {
-                for &method in &config.methods {
-                    let mut log = RunLog::File(&mut checkpoint);
-                    let (row, recs) = run_protocol(
-                        &bench,
-                        &config.protocol,
-                        arch,
-                        n,
-                        seed,
-                        method,
-                        &mut log,
-                        progress,
-                    )?;
-                    rows.push(row);
-                    records.extend(recs);
-                    write_rows_json(&out.join(JSON_FILE), &rows)?;
-                }
+                let mut log = RunLog::File(&mut checkpoint);
+                let (rs, recs) = run_protocols(
+                    &bench,
+                    &config.protocol,
+                    arch,
+                    n,
+                    seed,
+                    &config.methods,
+                    &mut log,
+                    progress,
+                )?;
+                rows.extend(rs);
+                records.extend(recs);
+                write_rows_json(&out.join(JSON_FILE), &rows)?;
             }
         }
     }
@@ -501,4 +585,48 @@ pub fn run_experiment(
         restored_runs: restored,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleaved;
+
+    #[test]
+    fn interleaving_spreads_each_protocol_evenly_and_keeps_every_run_once_in_order() {
+        // The experiment's shape: a 144-cell grid beside three 4-run ELBO protocols.
+        let protocols: Vec<Vec<(usize, usize)>> = [144, 4, 4, 4]
+            .iter()
+            .enumerate()
+            .map(|(p, &c)| (0..c).map(|j| (p, j)).collect())
+            .collect();
+        let order = interleaved(protocols);
+        assert_eq!(order.len(), 156);
+        for (slot, (p, _)) in &order {
+            assert_eq!(slot, p);
+        }
+        for p in 0..4 {
+            let runs: Vec<usize> = order
+                .iter()
+                .filter(|(s, _)| *s == p)
+                .map(|(_, (_, j))| *j)
+                .collect();
+            let c = runs.len();
+            assert_eq!(
+                runs,
+                (0..c).collect::<Vec<_>>(),
+                "protocol {p} in its own order"
+            );
+        }
+        // ELBO run j after (j + 1/2)/4 of the grid: grid runs 0..=17 precede the first ELBO
+        // runs, and the three ELBO protocols take their turns together.
+        let position = |p: usize, j: usize| order.iter().position(|x| x.1 == (p, j)).unwrap();
+        for j in 0..4 {
+            let grid_before = (0..144)
+                .filter(|&g| position(0, g) < position(1, j))
+                .count();
+            assert_eq!(grid_before, 18 + 36 * j, "ELBO run {j}");
+            assert_eq!(position(2, j), position(1, j) + 1);
+            assert_eq!(position(3, j), position(1, j) + 2);
+        }
+    }
 }

@@ -30,11 +30,10 @@
 //! interleaved, Box–Muller two pairs at a time), or the portable baseline. All three perform the
 //! same IEEE 754 operations in the same order and give the same bits;
 //! `tests/noise_paths.rs` compares them over 1e8 values and against digests recorded before
-//! the AVX-512 path existed. Measured on one core, in cache: on an earlier Xeon with AVX-512
-//! (under load) portable 3.24, autovectorized AVX2 1.77, AVX-512 0.95 ns per normal; on the
-//! current development machine, an AMD EPYC Zen 3 VM without AVX-512 (load 9.5), portable 5.92
-//! and AVX2 intrinsics 2.69 ns per normal, against 3.19 for the autovectorized AVX2 code before
-//! (`deelbo-bench/results/cpu/one_core.txt`, `results/cpu/before/`;
+//! the AVX-512 path existed. Measured on one core, in cache, on an AMD Zen 5 VM with AVX-512
+//! (`376c260`): portable 2.55, AVX2 intrinsics 1.06, AVX-512 intrinsics 0.46 ns per normal
+//! (`deelbo-bench/results/cpu/one_core.txt`; before `5402b41`'s layouts, on an Intel Xeon with
+//! AVX-512, 0.84 on the AVX-512 path;
 //! `deelbo-bench/scripts/cpu-results.sh` regenerates them).
 //!
 //! Accuracy: `|ln|` and `sin/cos` errors are a few f32 ulps; the radius uses a 23-bit uniform, so

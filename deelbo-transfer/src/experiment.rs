@@ -149,16 +149,18 @@ struct ProtocolData {
     test: Batch,
 }
 
+/// The training subset of (N, seed), its test rows and, `with_split` (for the grid search), its
+/// fit/validation split.
 fn protocol_data(
     bench: &Workbench,
     protocol: &ProtocolSettings,
     n: usize,
     seed: u64,
-    method: Method,
+    with_split: bool,
 ) -> Result<ProtocolData> {
     let target = &bench.tasks.target;
     let split = stratified_subset(target, n, seed)?;
-    let fit = if method == Method::MapGrid {
+    let fit = if with_split {
         let (fit, val) =
             stratified_holdout(target, &split.train, protocol.validation_fraction, seed)?;
         Some((
@@ -308,8 +310,8 @@ fn candidates<'a>(
 /// way (ties in protocol order). A slow stretch of the machine (VMs drift by 20% within
 /// minutes) then falls on every protocol in proportion to its runs, instead of on whichever
 /// protocol happened to run then: the 4 runs of an ELBO take seconds beside the grid's minutes.
-/// Which runs there are, and their results, do not depend on the order.
-/// Returns `(protocol position, run)` pairs.
+/// Which runs there are, and their results, do not depend on the order. Returns
+/// `(protocol position, run)` pairs.
 fn interleaved<T>(protocols: Vec<Vec<T>>) -> Vec<(usize, T)> {
     let mut all: Vec<(f64, usize, T)> = protocols
         .into_iter()
@@ -340,27 +342,20 @@ fn run_protocols(
     progress: &mut dyn Progress,
 ) -> Result<(Vec<ResultRow>, Vec<RunRecord>)> {
     let source = bench.source(arch)?;
-    let data = methods
-        .iter()
-        .map(|&m| protocol_data(bench, settings, n, seed, m))
-        .collect::<Result<Vec<_>>>()?;
-    let bases: Vec<RunInputs<'_>> = data
-        .iter()
-        .map(|d| RunInputs {
-            arch,
-            pretrained: &source.pretrained,
-            ptyl: Some(&source.ptyl),
-            train: &d.train,
-            validation: None,
-            test: &d.test,
-            predictive_samples: settings.predictive_samples,
-        })
-        .collect();
+    let with_split = methods.contains(&Method::MapGrid);
+    let data = protocol_data(bench, settings, n, seed, with_split)?;
+    let base = RunInputs {
+        arch,
+        pretrained: &source.pretrained,
+        ptyl: Some(&source.ptyl),
+        train: &data.train,
+        validation: None,
+        test: &data.test,
+        predictive_samples: settings.predictive_samples,
+    };
     let plans = methods
         .iter()
-        .zip(&data)
-        .zip(&bases)
-        .map(|((&m, d), &base)| candidates(m, settings, d, base))
+        .map(|&m| candidates(m, settings, &data, base))
         .collect::<Result<Vec<_>>>()?;
     let mut order = Vec::new();
     let mut tried: Vec<Vec<RunRecord>> = vec![Vec::new(); methods.len()];
@@ -383,7 +378,7 @@ fn run_protocols(
         order.push(r);
     }
     let mut rows = Vec::with_capacity(methods.len());
-    for ((&method, &base), mut records) in methods.iter().zip(&bases).zip(tried) {
+    for (&method, mut records) in methods.iter().zip(tried) {
         let all_failed = || TransferError::AllRunsDiverged {
             arch: arch.name(),
             method: method.name(),
